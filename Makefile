@@ -1,0 +1,110 @@
+# llm-gateway developer entry points.
+#
+#   make install       runtime deps (requirements.lock) + the project, editable, into .venv
+#   make install-dev   the same with requirements-dev.lock (pytest, ruff, ...)
+#   make run           migrate, then serve (GATEWAY_ADMIN_KEY defaults to "dev-admin-key")
+#   make test          start throwaway PostgreSQL + Redis, run pytest, stop them
+#                      (extra pytest args: make test PYTEST_ARGS="-k redis -x")
+#   make lint          ruff
+#   make bench         bench/run.py (extra args: make bench BENCH_ARGS="...")
+#   make lock          regenerate requirements.lock and requirements-dev.lock with uv
+#                      (pins are kept; to move them: make lock LOCK_ARGS=--upgrade)
+#   make clean         remove .venv, tool cache and build/test caches
+#
+# Installs are guarded by stamp files inside .venv that depend on the lock file and
+# pyproject.toml, so re-running a target is a no-op until one of those changes.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV   := .venv
+VPY    := $(VENV)/bin/python
+PIP    := $(VPY) -m pip
+
+# litellm must never try to download its model cost map at import time (no internet).
+export LITELLM_LOCAL_MODEL_COST_MAP := True
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+# `make run` only: documented dev default admin key, used when GATEWAY_ADMIN_KEY is not set
+# (override with `GATEWAY_ADMIN_KEY=... make run`). Not exported to other targets (tests).
+DEV_ADMIN_KEY := dev-admin-key
+ifeq ($(origin GATEWAY_ADMIN_KEY),undefined)
+ADMIN_KEY_NOTE := GATEWAY_ADMIN_KEY not set: using the dev default admin key '$(DEV_ADMIN_KEY)'
+else
+ADMIN_KEY_NOTE := using GATEWAY_ADMIN_KEY from the $(origin GATEWAY_ADMIN_KEY) (value not shown)
+endif
+
+PYTEST_ARGS ?=
+BENCH_ARGS  ?=
+
+# pip warns once per package about this machine's missing local index folders;
+# drop only those lines, keep everything else (and pip's exit status, via pipefail).
+PIP_FILTER := { grep -v -e "is ignored: it is neither a file nor a directory" >&2 || true; }
+
+# uv for `make lock`: the one on PATH, else a private copy under .cache/tools.
+TOOLS_VENV := .cache/tools
+UV ?= $(shell command -v uv 2>/dev/null || echo $(TOOLS_VENV)/bin/uv)
+# Existing pins are kept; `make lock LOCK_ARGS=--upgrade` (or --upgrade-package X) moves them.
+LOCK_FLAGS := --generate-hashes --python-version 3.11 --python-platform x86_64-unknown-linux-gnu
+LOCK_ARGS ?=
+
+LINT_PATHS := $(wildcard gateway tests bench migrations)
+
+.PHONY: help install install-dev run test lint bench lock clean
+
+help:
+	@sed -n 's/^#   make/  make/p' $(firstword $(MAKEFILE_LIST))
+
+$(VPY):
+	$(PYTHON) -m venv $(VENV)
+
+# Shared recipe: $(1) = lock file. The lock holds the build backend (setuptools) too, so the
+# editable install runs without build isolation and nothing unlocked is fetched.
+define install_from_lock
+	@echo ">> installing $(1) into $(VENV)"
+	@$(PIP) install -q --require-hashes -r $(1) 2>&1 | $(PIP_FILTER)
+	@echo ">> installing the project (editable, no deps)"
+	@$(PIP) install -q --no-deps --no-build-isolation -e . 2>&1 | $(PIP_FILTER)
+	@test -x $(VENV)/bin/gateway || { echo "error: $(VENV)/bin/gateway was not created" >&2; exit 1; }
+endef
+
+$(VENV)/.installed-runtime: requirements.lock pyproject.toml | $(VPY)
+	$(call install_from_lock,requirements.lock)
+	@touch $@
+
+$(VENV)/.installed-dev: requirements-dev.lock pyproject.toml | $(VPY)
+	$(call install_from_lock,requirements-dev.lock)
+	@touch $@
+
+install: $(VENV)/.installed-runtime
+
+install-dev: $(VENV)/.installed-dev
+
+run: export GATEWAY_ADMIN_KEY ?= $(DEV_ADMIN_KEY)
+run: install
+	@echo ">> $(ADMIN_KEY_NOTE)"
+	$(VENV)/bin/gateway migrate
+	$(VENV)/bin/gateway serve
+
+test: install-dev
+	bash scripts/test-services.sh -- $(VPY) -m pytest $(PYTEST_ARGS)
+
+lint: install-dev
+	$(VENV)/bin/ruff check $(LINT_PATHS)
+
+bench: install-dev
+	$(VPY) bench/run.py $(BENCH_ARGS)
+
+$(TOOLS_VENV)/bin/uv:
+	$(PYTHON) -m venv $(TOOLS_VENV)
+	@$(TOOLS_VENV)/bin/python -m pip install --quiet uv 2>&1 | $(PIP_FILTER)
+
+lock: $(if $(filter $(TOOLS_VENV)/bin/uv,$(UV)),$(TOOLS_VENV)/bin/uv)
+	$(UV) pip compile --quiet pyproject.toml --extra build $(LOCK_FLAGS) $(LOCK_ARGS) -o requirements.lock
+	$(UV) pip compile --quiet pyproject.toml --extra build --extra dev $(LOCK_FLAGS) $(LOCK_ARGS) -o requirements-dev.lock
+
+clean:
+	rm -rf $(VENV) .cache build dist *.egg-info .pytest_cache .ruff_cache .hypothesis
+	find . -path ./.git -prune -o -type d -name __pycache__ -prune -exec rm -rf {} + 2>/dev/null || true

@@ -1,0 +1,1 @@
+"""The HTTP surface. Route modules call the pipeline and the services; nothing imports them."""

@@ -1,0 +1,37 @@
+"""`/healthz` (process up) and `/readyz` (database reachable, config loaded)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from sqlalchemy import text
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from gateway.api.http import json_response, services
+
+
+async def healthz(request: Request) -> Response:
+    return json_response({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    svc = services(request)
+    checks: dict[str, str] = {"config": "ok"}
+    try:
+        async with asyncio.timeout(2):
+            async with svc.engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+        checks["database"] = "ok"
+    except Exception as exc:  # any failure means not ready; the reason is the class name only
+        checks["database"] = f"unreachable ({type(exc).__name__})"
+    ready = all(v == "ok" for v in checks.values())
+    return json_response({"status": "ready" if ready else "not_ready", "checks": checks},
+                         status_code=200 if ready else 503)
+
+
+routes = [
+    Route("/healthz", healthz, methods=["GET"]),
+    Route("/readyz", readyz, methods=["GET"]),
+]

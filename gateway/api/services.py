@@ -1,0 +1,28 @@
+"""What the routes need: built once by the app factory, found at `app.state.services`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from gateway.config import LoadedConfig
+from gateway.pipeline.auth import Authenticator
+from gateway.pipeline.v1 import V1Pipeline
+from gateway.routing.router import Router
+from gateway.settings import Settings
+from gateway.storage.audit_writer import AuditWriter
+from gateway.storage.keys import KeyStore, TeamStore
+
+
+@dataclass
+class Services:
+    settings: Settings
+    config: LoadedConfig
+    engine: AsyncEngine
+    keys: KeyStore
+    teams: TeamStore
+    auth: Authenticator
+    router: Router
+    audit: AuditWriter
+    v1: V1Pipeline

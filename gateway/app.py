@@ -1,0 +1,117 @@
+"""`create_app(settings, config)`: the only place concrete classes are wired together."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from sqlalchemy import text
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+
+from gateway.api import admin_keys, admin_teams, health, v1
+from gateway.api.middleware import RequestIdMiddleware
+from gateway.api.services import Services
+from gateway.config import LoadedConfig, load_config
+from gateway.errors import GatewayError, InternalError, MethodNotAllowed, NotFound
+from gateway.offline_data import price_map_path, use_offline_tiktoken
+from gateway.pipeline import audit_event
+from gateway.pipeline.auth import Authenticator
+from gateway.pipeline.v1 import V1Pipeline, error_response
+from gateway.pricing import PriceBook
+from gateway.providers.demo import DemoProvider
+from gateway.providers.litellm_adapter import LiteLLMProvider
+from gateway.providers.openai_compat import OpenAICompatProvider
+from gateway.routing.router import Router
+from gateway.settings import Settings
+from gateway.storage.audit_writer import AuditWriter
+from gateway.storage.engine import create_engine
+from gateway.storage.keys import KeyStore, TeamStore
+
+log = logging.getLogger("gateway")
+
+
+def build_services(settings: Settings, config: LoadedConfig) -> Services:
+    use_offline_tiktoken(settings.litellm_data_dir)
+    engine = create_engine(settings.database_url, pool_size=settings.db_pool_size)
+    keys = KeyStore(engine)
+    admin_key = settings.admin_key.get_secret_value() if settings.admin_key else None
+    auth = Authenticator(keys, admin_key, settings.key_cache_ttl_s)
+    providers = {"demo": DemoProvider(), "direct": OpenAICompatProvider(),
+                 "litellm": LiteLLMProvider()}
+    router = Router(config, providers)
+    prices = PriceBook.build(config, price_map_path(settings.litellm_data_dir))
+    audit = AuditWriter(engine, batch_size=settings.audit_batch_size,
+                        flush_interval_s=settings.audit_flush_interval_ms / 1000)
+    pipeline = V1Pipeline(config, auth, router, prices, audit)
+    return Services(settings=settings, config=config, engine=engine, keys=keys,
+                    teams=TeamStore(engine), auth=auth, router=router, audit=audit, v1=pipeline)
+
+
+async def _check_schema(svc: Services) -> None:
+    try:
+        async with svc.engine.connect() as conn:
+            await conn.execute(text("SELECT 1 FROM api_keys WHERE 1 = 0"))
+    except Exception as exc:  # report and keep serving: /readyz tells the orchestrator
+        log.error("database not ready: run `gateway migrate` first",
+                  extra={"reason": type(exc).__name__})
+
+
+def _audit_unrouted(request: Request, exc: GatewayError) -> None:
+    """Unknown `/v1` paths and methods are requests too: they get their audit event."""
+    if not request.url.path.startswith("/v1/"):
+        return
+    svc: Services = request.app.state.services
+    event = audit_event.new_event(request.state.request_id, request.url.path)
+    audit_event.finish(event, exc.status_code, exc.code)
+    svc.audit.submit(event)
+
+
+async def _http_exception(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 405:
+        err: GatewayError = MethodNotAllowed(f"{request.method} is not allowed on this path")
+    elif exc.status_code == 404:
+        err = NotFound(f"no such endpoint: {request.method} {request.url.path}")
+    else:
+        err = GatewayError(str(exc.detail))
+        err.status_code = exc.status_code
+    _audit_unrouted(request, err)
+    return error_response(err)
+
+
+async def _unhandled(request: Request, exc: Exception) -> Response:
+    log.error("unhandled error", exc_info=exc)
+    return error_response(InternalError("the gateway failed to handle this request"))
+
+
+def create_app(settings: Settings | None = None, config: LoadedConfig | None = None) -> Starlette:
+    settings = settings or Settings()
+    config = config or load_config(settings.config)
+    svc = build_services(settings, config)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await _check_schema(svc)
+        await svc.audit.start()
+        log.info("gateway ready", extra={"models": svc.router.models()})
+        try:
+            yield
+        finally:
+            await svc.audit.stop()
+            await svc.router.close()
+            await svc.engine.dispose()
+
+    app = Starlette(
+        routes=[*v1.routes, *admin_keys.routes, *admin_teams.routes, *health.routes],
+        middleware=[Middleware(RequestIdMiddleware)],
+        exception_handlers={HTTPException: _http_exception, Exception: _unhandled},
+        lifespan=lifespan,
+    )
+    app.router.redirect_slashes = False  # paths are exact
+    app.state.services = svc
+    return app

@@ -1,0 +1,295 @@
+"""`gateway.yaml`: parsed once, strictly (unknown keys are errors), into frozen objects.
+
+A bad file raises `ConfigError`, whose lines read `FILE: key.path: reason`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+SECRET_REF_PREFIX = "env:"
+
+
+class ConfigError(Exception):
+    """A configuration problem; `lines` holds one `FILE: key.path: reason` per problem."""
+
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__("\n".join(lines))
+        self.lines = lines
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Pricing(_Strict):
+    input_per_million: float = Field(ge=0)
+    output_per_million: float = Field(ge=0)
+
+
+class Deployment(_Strict):
+    model: str = Field(min_length=1)
+    api_base: str | None = None
+    api_key: str | None = None
+    weight: float = Field(default=1, gt=0)
+    timeout_s: float = Field(default=60, gt=0)
+    connect_timeout_s: float = Field(default=5, gt=0)
+    first_token_timeout_s: float = Field(default=30, gt=0)
+    idle_timeout_s: float = Field(default=30, gt=0)
+    rpm: int | None = Field(default=None, gt=0)
+    tpm: int | None = Field(default=None, gt=0)
+
+    @field_validator("api_key")
+    @classmethod
+    def _secret_by_reference(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(SECRET_REF_PREFIX):
+            raise ValueError("secrets only by reference: write env:VARIABLE_NAME")
+        return value
+
+    @property
+    def provider(self) -> str:
+        """The litellm provider prefix (`openai` when the model string has none)."""
+        return self.model.split("/", 1)[0] if "/" in self.model else "openai"
+
+    @property
+    def upstream_model(self) -> str:
+        """The model name the provider knows (the model string without its prefix)."""
+        return self.model.split("/", 1)[1] if "/" in self.model else self.model
+
+
+class ModelConfig(_Strict):
+    name: str = Field(min_length=1)
+    deployments: list[Deployment] = Field(min_length=1)
+    fallbacks: list[str] = Field(default_factory=list)
+    pricing: Pricing | None = None
+    strategy: Literal["weighted", "least-busy", "lowest-latency", "ordered"] | None = None
+
+
+class RouterConfig(_Strict):
+    strategy: Literal["weighted", "least-busy", "lowest-latency", "ordered"] = "weighted"
+    retries: int = Field(default=2, ge=0, le=10)
+    total_timeout_s: float = Field(default=120, gt=0)
+    cooldown_s: float = Field(default=30, ge=0)
+    failures_to_cooldown: int = Field(default=5, ge=1)
+
+
+class ServerConfig(_Strict):
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
+    max_json_depth: int = Field(default=64, ge=2, le=1000)
+    max_messages: int = Field(default=2048, ge=1)
+    max_n: int = Field(default=8, ge=1)
+
+
+class LimitsConfig(_Strict):
+    on_redis_error: Literal["local_share", "closed", "open"] = "local_share"
+    replicas: int = Field(default=1, ge=1)
+    unpriced_models: Literal["block", "warn", "zero"] = "warn"
+
+
+class PiiConfig(_Strict):
+    on_detector_error: Literal["block"] = "block"
+
+
+class AuditConfig(_Strict):
+    bodies: Literal["none", "redacted", "full"] = "redacted"
+    spool_dir: str = "data/spool"
+    spool_max_mb: int = Field(default=1024, gt=0)
+    on_store_error: Literal["spool", "closed"] = "spool"
+    retention_days: int = Field(default=365, ge=1)
+
+
+class GatewayConfig(_Strict):
+    models: list[ModelConfig] = Field(default_factory=list)
+    router: RouterConfig = RouterConfig()
+    server: ServerConfig = ServerConfig()
+    limits: LimitsConfig = LimitsConfig()
+    pii: PiiConfig = PiiConfig()
+    prompts_dir: str = "prompts"
+    policies_dir: str = "policies"
+    audit: AuditConfig = AuditConfig()
+
+
+class LoadedConfig:
+    """The verified config plus what was derived from it (resolved secrets, paths)."""
+
+    def __init__(self, source: str, base_dir: Path, raw: GatewayConfig,
+                 secrets: Mapping[tuple[int, int], str | None],
+                 api_bases: Mapping[tuple[int, int], str | None]) -> None:
+        self.source = source
+        self.base_dir = base_dir
+        self.raw = raw
+        self.models = {m.name: m for m in raw.models}
+        self._secrets = secrets
+        self._api_bases = api_bases
+
+    @property
+    def router(self) -> RouterConfig:
+        return self.raw.router
+
+    @property
+    def server(self) -> ServerConfig:
+        return self.raw.server
+
+    @property
+    def limits(self) -> LimitsConfig:
+        return self.raw.limits
+
+    @property
+    def audit(self) -> AuditConfig:
+        return self.raw.audit
+
+    def path(self, relative: str) -> Path:
+        """A path from the config, relative to the config file's folder."""
+        p = Path(relative)
+        return p if p.is_absolute() else self.base_dir / p
+
+    def api_key(self, model_index: int, deployment_index: int) -> str | None:
+        return self._secrets.get((model_index, deployment_index))
+
+    def api_base(self, model_index: int, deployment_index: int) -> str | None:
+        return self._api_bases.get((model_index, deployment_index))
+
+
+def _dotted(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+def _reason(err: Mapping[str, Any]) -> str:
+    if err["type"] == "extra_forbidden":
+        return "unknown key"
+    msg = str(err["msg"])
+    return msg.removeprefix("Value error, ")
+
+
+def _resolve_ref(value: str, environ: Mapping[str, str]) -> str:
+    name = value[len(SECRET_REF_PREFIX):]
+    if not name:
+        raise ValueError("empty environment variable name after env:")
+    if name not in environ or environ[name] == "":
+        raise ValueError(f"environment variable {name} is not set")
+    return environ[name]
+
+
+def _check_url(value: str) -> str | None:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        return "must be an http:// or https:// URL"
+    return None
+
+
+def _semantic_errors(cfg: GatewayConfig, environ: Mapping[str, str], base_dir: Path
+                     ) -> tuple[list[tuple[str, str]], dict, dict]:
+    problems: list[tuple[str, str]] = []
+    secrets: dict[tuple[int, int], str | None] = {}
+    bases: dict[tuple[int, int], str | None] = {}
+    names: dict[str, int] = {}
+    for i, model in enumerate(cfg.models):
+        if model.name in names:
+            problems.append((f"models[{i}].name", f"duplicate model name {model.name!r}"))
+        names[model.name] = i
+        for j, dep in enumerate(model.deployments):
+            where = f"models[{i}].deployments[{j}]"
+            if dep.api_key is not None:
+                try:
+                    secrets[(i, j)] = _resolve_ref(dep.api_key, environ)
+                except ValueError as exc:
+                    problems.append((f"{where}.api_key", str(exc)))
+            if dep.api_base is not None:
+                try:
+                    base = (_resolve_ref(dep.api_base, environ)
+                            if dep.api_base.startswith(SECRET_REF_PREFIX) else dep.api_base)
+                except ValueError as exc:
+                    problems.append((f"{where}.api_base", str(exc)))
+                    continue
+                bad = _check_url(base)
+                if bad:
+                    problems.append((f"{where}.api_base", bad))
+                bases[(i, j)] = base.rstrip("/")
+    for i, model in enumerate(cfg.models):
+        for k, fb in enumerate(model.fallbacks):
+            if fb not in names:
+                problems.append((f"models[{i}].fallbacks[{k}]", f"unknown model {fb!r}"))
+            elif fb == model.name:
+                problems.append((f"models[{i}].fallbacks[{k}]",
+                                 "a model cannot fall back to itself"))
+    cycle = _fallback_cycle(cfg)
+    if cycle:
+        i = names[cycle[0]]
+        problems.append((f"models[{i}].fallbacks", "fallback cycle: " + " -> ".join(cycle)))
+    for key in ("prompts_dir", "policies_dir"):
+        p = Path(getattr(cfg, key))
+        p = p if p.is_absolute() else base_dir / p
+        if p.exists() and not p.is_dir():
+            problems.append((key, f"{p} is not a folder"))
+    return problems, secrets, bases
+
+
+def _fallback_cycle(cfg: GatewayConfig) -> list[str] | None:
+    graph = {m.name: [f for f in m.fallbacks if f != m.name] for m in cfg.models}
+    state: dict[str, int] = {}
+
+    def visit(node: str, path: list[str]) -> list[str] | None:
+        state[node] = 1
+        for nxt in graph.get(node, []):
+            if state.get(nxt) == 1:
+                return [*path[path.index(nxt):], nxt] if nxt in path else [node, nxt]
+            if state.get(nxt) is None and nxt in graph:
+                found = visit(nxt, [*path, nxt])
+                if found:
+                    return found
+        state[node] = 2
+        return None
+
+    for name in graph:
+        if state.get(name) is None:
+            found = visit(name, [name])
+            if found:
+                return found
+    return None
+
+
+def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> LoadedConfig:
+    """Read and verify `gateway.yaml`; raise `ConfigError` listing every problem."""
+    source = str(path)
+    environ = os.environ if environ is None else environ
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError([f"{source}: (file): not found"]) from None
+    except OSError as exc:
+        raise ConfigError([f"{source}: (file): cannot read: {exc.strerror}"]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark else "(file)"
+        raise ConfigError([f"{source}: {where}: not valid YAML: "
+                           f"{getattr(exc, 'problem', None) or exc}"]) from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError([f"{source}: (top level): must be a mapping"])
+    try:
+        cfg = GatewayConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError([f"{source}: {_dotted(e['loc'])}: {_reason(e)}"
+                           for e in exc.errors()]) from None
+    base_dir = file.resolve().parent
+    problems, secrets, bases = _semantic_errors(cfg, environ, base_dir)
+    if problems:
+        raise ConfigError([f"{source}: {where}: {why}" for where, why in problems])
+    return LoadedConfig(source, base_dir, cfg, secrets, bases)

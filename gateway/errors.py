@@ -1,0 +1,121 @@
+"""Every error a client can see, each with its HTTP status and OpenAI `type`/`code`.
+
+GatewayError
+├── InvalidRequest (400)            ── PiiBlocked (400 pii_blocked)
+├── Unauthorized (401 invalid_api_key)
+├── Forbidden (403)
+├── ModelNotFound (404 model_not_found) · NotFound (404)
+├── PayloadTooLarge (413)
+├── RateLimited (429 rate_limit_exceeded) · QuotaExceeded (429 insufficient_quota)
+├── UpstreamError (502) · NoHealthyDeployment (503) · UpstreamTimeout (504)
+├── AuditUnavailable (503) · RedactionUnavailable (503)
+└── InternalError (500)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+
+class GatewayError(Exception):
+    status_code = 500
+    type = "api_error"
+    code: str | None = "internal_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if code is not None:
+            self.code = code
+        self.headers = headers or {}
+
+    def to_openai_body(self) -> dict[str, Any]:
+        return {
+            "error": {"message": self.message, "type": self.type, "param": self.param,
+                      "code": self.code}
+        }
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self.to_openai_body())
+
+
+class InvalidRequest(GatewayError):
+    status_code, type, code = 400, "invalid_request_error", "invalid_request"
+
+
+class PiiBlocked(InvalidRequest):
+    code = "pii_blocked"
+
+
+class Unauthorized(GatewayError):
+    status_code, type, code = 401, "authentication_error", "invalid_api_key"
+
+    def __init__(self, message: str, *, principal: Any = None) -> None:
+        super().__init__(message)
+        self.principal = principal  # the known but unusable key (revoked, expired), if any
+
+
+class Forbidden(GatewayError):
+    status_code, type, code = 403, "permission_error", "permission_denied"
+
+
+class NotFound(GatewayError):
+    status_code, type, code = 404, "invalid_request_error", "not_found"
+
+
+class ModelNotFound(NotFound):
+    code = "model_not_found"
+
+
+class MethodNotAllowed(GatewayError):
+    status_code, type, code = 405, "invalid_request_error", "method_not_allowed"
+
+
+class Conflict(GatewayError):
+    status_code, type, code = 409, "invalid_request_error", "conflict"
+
+
+class PayloadTooLarge(GatewayError):
+    status_code, type, code = 413, "invalid_request_error", "request_too_large"
+
+
+class RateLimited(GatewayError):
+    status_code, type, code = 429, "rate_limit_error", "rate_limit_exceeded"
+
+
+class QuotaExceeded(GatewayError):
+    status_code, type, code = 429, "insufficient_quota", "insufficient_quota"
+
+
+class InternalError(GatewayError):
+    status_code, type, code = 500, "api_error", "internal_error"
+
+
+class UpstreamError(GatewayError):
+    status_code, type, code = 502, "api_error", "upstream_error"
+
+
+class NoHealthyDeployment(GatewayError):
+    status_code, type, code = 503, "api_error", "no_healthy_deployment"
+
+
+class AuditUnavailable(GatewayError):
+    status_code, type, code = 503, "api_error", "audit_unavailable"
+
+
+class RedactionUnavailable(GatewayError):
+    status_code, type, code = 503, "api_error", "redaction_unavailable"
+
+
+class UpstreamTimeout(GatewayError):
+    status_code, type, code = 504, "api_error", "upstream_timeout"

@@ -1,0 +1,1 @@
+"""The request pipeline: auth -> policy -> template -> PII -> route -> call -> usage -> audit."""

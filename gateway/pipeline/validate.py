@@ -1,0 +1,241 @@
+"""Request body checks for the `/v1` endpoints: plain dict checks, no pydantic on the hot path.
+
+Each check raises `InvalidRequest` naming the field (`param`) as OpenAI does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from gateway.config import ServerConfig
+from gateway.errors import InvalidRequest
+
+# Fields a client could use to choose where a request goes, or with which credentials.
+ROUTING_FIELDS = frozenset({
+    "api_base", "base_url", "api_key", "api_version", "api_type", "azure_endpoint",
+    "azure_ad_token", "azure_ad_token_provider", "azure_deployment", "custom_llm_provider",
+    "aws_access_key_id", "aws_secret_access_key", "aws_session_token", "aws_region_name",
+    "aws_profile_name", "aws_bedrock_runtime_endpoint", "aws_role_name", "vertex_project",
+    "vertex_location", "vertex_credentials", "vertex_ai_project", "vertex_ai_location",
+    "extra_headers", "headers", "upstream_url", "custom_host", "proxy", "proxies",
+})
+_ROUTING_HEADER_SUFFIXES = ("api_base", "base_url", "api_key", "custom_host", "upstream_url",
+                            "api_version", "custom_llm_provider")
+# JSON Schema bodies describe the caller's own data; a property named `api_key` there
+# chooses nothing, so these subtrees are not scanned for routing fields.
+_SCHEMA_KEYS = frozenset({"parameters", "schema"})
+
+_ROLES = frozenset({"system", "user", "assistant", "tool", "function", "developer"})
+
+
+def refuse_routing_headers(headers: Mapping[str, str]) -> None:
+    for name in headers:
+        norm = name.lower().replace("-", "_")
+        if norm in ("authorization", "content_type", "content_length"):
+            continue
+        if any(norm == s or norm.endswith("_" + s) for s in _ROUTING_HEADER_SUFFIXES):
+            raise InvalidRequest(f"header {name!r} is not allowed: upstreams and their "
+                                 "credentials come only from the gateway's configuration",
+                                 param=name, code="forbidden_parameter")
+
+
+def scan_body(body: Any, max_depth: int) -> None:
+    """Refuse routing fields at any depth and bodies nested deeper than `max_depth`."""
+    stack: list[tuple[Any, int, str]] = [(body, 1, "")]
+    while stack:
+        node, depth, path = stack.pop()
+        if depth > max_depth:
+            raise InvalidRequest(f"the request body is nested deeper than {max_depth} levels",
+                                 code="invalid_json")
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key in ROUTING_FIELDS:
+                    where = f"{path}.{key}" if path else key
+                    raise InvalidRequest(
+                        f"{where!r} is not allowed: upstreams and their credentials come only "
+                        "from the gateway's configuration", param=where,
+                        code="forbidden_parameter")
+                if isinstance(value, dict | list) and not (key in _SCHEMA_KEYS and path):
+                    stack.append((value, depth + 1, f"{path}.{key}" if path else key))
+        elif isinstance(node, list):
+            for i, value in enumerate(node):
+                if isinstance(value, dict | list):
+                    stack.append((value, depth + 1, f"{path}[{i}]"))
+
+
+def _bad(param: str, message: str) -> InvalidRequest:
+    return InvalidRequest(message, param=param, code="invalid_value")
+
+
+def _missing(param: str) -> InvalidRequest:
+    return InvalidRequest(f"missing required parameter: {param!r}", param=param,
+                          code="missing_required_parameter")
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def _opt_int(body: Mapping[str, Any], name: str, lo: int, hi: int | None = None) -> None:
+    v = body.get(name)
+    if v is None:
+        return
+    if not _is_int(v) or v < lo or (hi is not None and v > hi):
+        bound = f"between {lo} and {hi}" if hi is not None else f"at least {lo}"
+        raise _bad(name, f"{name!r} must be an integer {bound}")
+
+
+def _opt_num(body: Mapping[str, Any], name: str, lo: float, hi: float) -> None:
+    v = body.get(name)
+    if v is None:
+        return
+    if not _is_num(v) or not lo <= v <= hi:
+        raise _bad(name, f"{name!r} must be a number between {lo} and {hi}")
+
+
+def _opt_type(body: Mapping[str, Any], name: str, kind: type | tuple[type, ...], what: str
+              ) -> None:
+    v = body.get(name)
+    if v is not None and (not isinstance(v, kind) or (isinstance(v, bool) and kind is not bool)):
+        raise _bad(name, f"{name!r} must be {what}")
+
+
+def _common(body: Mapping[str, Any], server: ServerConfig, has_template: bool) -> None:
+    model = body.get("model")
+    if model is None:
+        if not has_template:
+            raise _missing("model")
+    elif not isinstance(model, str) or not model:
+        raise _bad("model", "'model' must be a non-empty string")
+    _opt_type(body, "stream", bool, "a boolean")
+    _opt_int(body, "n", 1, server.max_n)
+    _opt_int(body, "max_tokens", 1, 10_000_000)
+    _opt_int(body, "max_completion_tokens", 1, 10_000_000)
+    _opt_num(body, "temperature", 0, 2)
+    _opt_num(body, "top_p", 0, 1)
+    _opt_num(body, "presence_penalty", -2, 2)
+    _opt_num(body, "frequency_penalty", -2, 2)
+    _opt_int(body, "seed", -(2**63), 2**63 - 1)
+    user = body.get("user")
+    if user is not None and (not isinstance(user, str) or len(user) > 256):
+        raise _bad("user", "'user' must be a string of at most 256 characters")
+    stop = body.get("stop")
+    if stop is not None and not (isinstance(stop, str) or (
+            isinstance(stop, list) and len(stop) <= 4 and all(isinstance(s, str) for s in stop))):
+        raise _bad("stop", "'stop' must be a string or a list of up to 4 strings")
+    options = body.get("stream_options")
+    if options is not None:
+        if not isinstance(options, dict):
+            raise _bad("stream_options", "'stream_options' must be an object")
+        inc = options.get("include_usage")
+        if inc is not None and not isinstance(inc, bool):
+            raise _bad("stream_options.include_usage", "'include_usage' must be a boolean")
+
+
+def _template(body: Mapping[str, Any]) -> bool:
+    tpl = body.get("template")
+    if tpl is None:
+        return False
+    if not isinstance(tpl, dict) or not isinstance(tpl.get("name"), str):
+        raise _bad("template", "'template' must be an object with a 'name'")
+    return True
+
+
+def _content(param: str, content: Any, role: str) -> None:
+    if content is None:
+        if role in ("assistant", "function"):
+            return
+        raise _bad(param, f"{param!r} must not be null for role {role!r}")
+    if isinstance(content, str):
+        return
+    if not isinstance(content, list):
+        raise _bad(param, f"{param!r} must be a string or an array of content parts")
+    for i, part in enumerate(content):
+        if not isinstance(part, dict) or not isinstance(part.get("type"), str):
+            raise _bad(f"{param}[{i}]", "each content part must be an object with a 'type'")
+        if part["type"] == "text" and not isinstance(part.get("text"), str):
+            raise _bad(f"{param}[{i}].text", "a text part needs a string 'text'")
+
+
+def validate_chat(body: dict[str, Any], server: ServerConfig) -> None:
+    has_template = _template(body)
+    _common(body, server, has_template)
+    messages = body.get("messages")
+    if messages is None:
+        if not has_template:
+            raise _missing("messages")
+        messages = []
+    if not isinstance(messages, list):
+        raise _bad("messages", "'messages' must be an array")
+    if not messages and not has_template:
+        raise _bad("messages", "'messages' must not be empty")
+    if len(messages) > server.max_messages:
+        raise _bad("messages", f"at most {server.max_messages} messages are allowed")
+    for i, message in enumerate(messages):
+        where = f"messages[{i}]"
+        if not isinstance(message, dict):
+            raise _bad(where, f"{where!r} must be an object")
+        role = message.get("role")
+        if role not in _ROLES:
+            raise _bad(f"{where}.role", f"'{where}.role' must be one of "
+                       + ", ".join(sorted(_ROLES)))
+        _content(f"{where}.content", message.get("content"), role)
+        name = message.get("name")
+        if name is not None and not isinstance(name, str):
+            raise _bad(f"{where}.name", f"'{where}.name' must be a string")
+    tools = body.get("tools")
+    if tools is not None:
+        if not isinstance(tools, list):
+            raise _bad("tools", "'tools' must be an array")
+        for i, tool in enumerate(tools):
+            fn = tool.get("function") if isinstance(tool, dict) else None
+            if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+                raise _bad(f"tools[{i}]", "each tool needs a 'function' with a 'name'")
+    fmt = body.get("response_format")
+    if fmt is not None and (not isinstance(fmt, dict)
+                            or fmt.get("type") not in ("text", "json_object", "json_schema")):
+        raise _bad("response_format",
+                   "'response_format.type' must be text, json_object or json_schema")
+
+
+def _tokens_or_text(param: str, value: Any) -> None:
+    if isinstance(value, str):
+        return
+    if isinstance(value, list) and value:
+        if all(isinstance(v, str) for v in value) or all(_is_int(v) for v in value):
+            return
+        if all(isinstance(v, list) and v and all(_is_int(t) for t in v) for v in value):
+            return
+    raise _bad(param, f"{param!r} must be a string, an array of strings, or token arrays")
+
+
+def validate_completion(body: dict[str, Any], server: ServerConfig) -> None:
+    has_template = _template(body)
+    _common(body, server, has_template)
+    prompt = body.get("prompt")
+    if prompt is None:
+        if not has_template:
+            raise _missing("prompt")
+    else:
+        _tokens_or_text("prompt", prompt)
+    _opt_type(body, "echo", bool, "a boolean")
+    _opt_type(body, "suffix", str, "a string")
+    _opt_int(body, "best_of", 1, server.max_n)
+
+
+def validate_embeddings(body: dict[str, Any], server: ServerConfig) -> None:
+    _common(body, server, has_template=False)
+    if body.get("stream"):
+        raise _bad("stream", "embeddings cannot stream")
+    if "input" not in body:
+        raise _missing("input")
+    _tokens_or_text("input", body["input"])
+    fmt = body.get("encoding_format")
+    if fmt is not None and fmt not in ("float", "base64"):
+        raise _bad("encoding_format", "'encoding_format' must be float or base64")
+    _opt_int(body, "dimensions", 1, 65536)

@@ -1,0 +1,1 @@
+"""Providers: where a request finally goes. Each speaks OpenAI-shaped dicts in and out."""

@@ -1,0 +1,1 @@
+"""Routing: pick a deployment of a model, retry, fall back."""

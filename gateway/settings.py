@@ -1,0 +1,35 @@
+"""Process settings, read once from the environment (`GATEWAY_*`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_DATABASE_URL = "sqlite:///./data/gateway.db"
+
+
+class Settings(BaseSettings):
+    """Everything the process needs that is not in `gateway.yaml`."""
+
+    model_config = SettingsConfigDict(env_prefix="GATEWAY_", extra="ignore", frozen=True)
+
+    config: Path = Path("gateway.yaml")
+    database_url: str = DEFAULT_DATABASE_URL
+    redis_url: str | None = None
+    admin_key: SecretStr | None = None
+    host: str = "127.0.0.1"
+    port: int = 4000
+    log_level: str = "info"
+    docs_enabled: bool = False
+    # How long an authenticated key stays cached in a replica; a revocation made on
+    # another replica (or by the CLI) is seen after at most this long.
+    key_cache_ttl_s: float = 2.0
+    db_pool_size: int = 10
+    audit_batch_size: int = 500
+    audit_flush_interval_ms: int = 50
+    audit_hmac_key: SecretStr | None = None
+    # Where the gateway looks for litellm's offline data (price map, tokenizer files);
+    # found automatically next to the installed litellm package when unset.
+    litellm_data_dir: Path | None = None

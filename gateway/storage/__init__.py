@@ -1,0 +1,1 @@
+"""SQL storage: tables, engine, repositories, the audit writer. Only here is SQLAlchemy used."""

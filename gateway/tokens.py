@@ -1,0 +1,68 @@
+"""Token counting with tiktoken, bounded in time for any input size."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from functools import cache
+from typing import Any
+
+import tiktoken
+
+# BPE on one enormous "word" is super-linear; long texts are counted in pieces.
+_PIECE = 4096
+_O200K_MARKERS = ("gpt-4o", "gpt-4.1", "gpt-5", "o1", "o3", "o4", "chatgpt-4o")
+
+
+@cache
+def _encoding(name: str) -> tiktoken.Encoding:
+    return tiktoken.get_encoding(name)
+
+
+def encoding_for(model: str) -> tiktoken.Encoding:
+    short = model.rsplit("/", 1)[-1]
+    name = "o200k_base" if short.startswith(_O200K_MARKERS) else "cl100k_base"
+    return _encoding(name)
+
+
+def count_text(text: str, model: str = "") -> int:
+    if not text:
+        return 0
+    enc = encoding_for(model)
+    if len(text) <= _PIECE:
+        return len(enc.encode_ordinary(text))
+    return sum(len(enc.encode_ordinary(text[i:i + _PIECE]))
+               for i in range(0, len(text), _PIECE))
+
+
+def encode(text: str, model: str = "") -> list[int]:
+    return encoding_for(model).encode_ordinary(text)
+
+
+def decode_each(tokens: Iterable[int], model: str = "") -> list[str]:
+    enc = encoding_for(model)
+    return [enc.decode([t]) for t in tokens]
+
+
+def content_text(content: Any) -> str:
+    """The text of a message `content`: a string or a list of content parts."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(p.get("text", "") for p in content
+                       if isinstance(p, Mapping) and isinstance(p.get("text"), str))
+    return ""
+
+
+def count_messages(messages: Iterable[Mapping[str, Any]], model: str = "") -> int:
+    """OpenAI's chat accounting: 3 tokens per message, its fields, then 3 for the reply."""
+    total = 3
+    for message in messages:
+        total += 3
+        total += count_text(content_text(message.get("content")), model)
+        role = message.get("role")
+        if isinstance(role, str):
+            total += count_text(role, model)
+        name = message.get("name")
+        if isinstance(name, str):
+            total += 1 + count_text(name, model)
+    return total

@@ -1,0 +1,952 @@
+"""A real HTTP server that impersonates an LLM provider, for gateway tests and benchmarks.
+
+It speaks enough of the OpenAI protocol (``/v1/chat/completions``, ``/v1/completions``,
+``/v1/embeddings``, ``/v1/models``) and of Anthropic's Messages protocol (``/v1/messages``,
+also reachable as ``/messages``) for SDKs and litellm to talk to it, answers deterministically
+(``"fake: " + <last user text>``), records every request, and can inject faults.
+
+Faults (request header ``x-fake-fault``, else the server's default fault), comma-separated:
+
+* ``status:CODE`` / ``status:CODE:retry=SECS`` -- error response (429 gets ``Retry-After: 1``
+  unless ``retry=`` says otherwise; ``retry=`` adds ``Retry-After`` to any status).
+* ``delay:MS`` -- wait before the response headers.
+* ``stall`` -- never answer (until the client gives up or the server stops).
+* ``drop-after:N`` -- streams: send N SSE events then abort the TCP connection;
+  non-streams: abort the connection without any response.
+* ``chunk-delay:MS`` -- sleep between SSE events.
+* ``none`` (or empty) -- no fault; as a header it overrides the server's default fault.
+
+Control endpoints (never faulted, never recorded): ``GET/DELETE /_fake/requests``,
+``GET/PUT /_fake/fault``.
+
+Usage in-process::
+
+    up = FakeUpstream(name="a").start()
+    ...  # point the gateway at up.url + "/v1"
+    up.stop()
+
+or as a process: ``python -m tests.fakes.upstream --port 9001 [--fault status:500] [--name x]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import functools
+import hashlib
+import re
+import signal
+import struct
+import threading
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+__all__ = ["FakeUpstream", "Fault", "parse_fault"]
+
+FAULT_HEADER = "x-fake-fault"
+NAME_HEADER = "x-fake-name"
+DEFAULT_EMBEDDING_DIM = 8
+DEFAULT_MODELS = (
+    "gpt-4o-mini",
+    "gpt-4o",
+    "gpt-3.5-turbo-instruct",
+    "text-embedding-3-small",
+    "claude-3-5-haiku-20241022",
+)
+
+_JSON = "application/json"
+_SSE_HEADERS = {
+    "Content-Type": "text/event-stream",
+    "Cache-Control": "no-cache",
+}
+_WORD_RE = re.compile(r"\s*\S+")
+
+
+# --------------------------------------------------------------------------- faults
+
+
+@dataclass(frozen=True, slots=True)
+class Fault:
+    status: int | None = None
+    retry_after: str | None = None
+    delay_ms: int = 0
+    stall: bool = False
+    drop_after: int | None = None
+    chunk_delay_ms: int = 0
+
+    @property
+    def active(self) -> bool:
+        return bool(
+            self.status is not None
+            or self.delay_ms
+            or self.stall
+            or self.drop_after is not None
+            or self.chunk_delay_ms
+        )
+
+
+NO_FAULT = Fault()
+
+
+def _nonneg_int(text: str, spec: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"bad fault {spec!r}: {text!r} is not an integer") from None
+    if value < 0:
+        raise ValueError(f"bad fault {spec!r}: negative value")
+    return value
+
+
+@functools.lru_cache(maxsize=256)
+def parse_fault(spec: str | None) -> Fault:
+    """Parse a fault spec such as ``"status:429:retry=2"`` or ``"delay:50,chunk-delay:10"``."""
+    if spec is None:
+        return NO_FAULT
+    fields: dict[str, Any] = {}
+    for raw in spec.split(","):
+        part = raw.strip()
+        if not part or part.lower() == "none":
+            continue
+        kind, _, arg = part.partition(":")
+        kind = kind.strip().lower()
+        if kind == "status":
+            code_s, _, rest = arg.partition(":")
+            code = _nonneg_int(code_s, part)
+            if not 100 <= code <= 599:
+                raise ValueError(f"bad fault {part!r}: status out of range")
+            fields["status"] = code
+            if rest:
+                key, _, val = rest.partition("=")
+                if key.strip().lower() != "retry" or not val.strip():
+                    raise ValueError(f"bad fault {part!r}: expected status:CODE:retry=N")
+                fields["retry_after"] = val.strip()
+            elif code == 429:
+                fields["retry_after"] = "1"
+        elif kind == "delay":
+            fields["delay_ms"] = _nonneg_int(arg, part)
+        elif kind == "stall":
+            fields["stall"] = True
+        elif kind == "drop-after":
+            fields["drop_after"] = _nonneg_int(arg, part)
+        elif kind == "chunk-delay":
+            fields["chunk_delay_ms"] = _nonneg_int(arg, part)
+        else:
+            raise ValueError(f"unknown fault {part!r}")
+    return Fault(**fields) if fields else NO_FAULT
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _dumps(obj: Any) -> bytes:
+    return orjson.dumps(obj)
+
+
+def _json_response(obj: Any, status: int = 200, headers: dict[str, str] | None = None):
+    return web.Response(body=_dumps(obj), status=status, content_type=_JSON, headers=headers)
+
+
+def _content_text(content: Any) -> str:
+    """Text of an OpenAI/Anthropic message content (string or list of parts)."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        texts = []
+        for part in content:
+            if isinstance(part, str):
+                texts.append(part)
+            elif isinstance(part, dict) and isinstance(part.get("text"), str):
+                texts.append(part["text"])
+        return " ".join(texts)
+    return ""
+
+
+def _words(text: str) -> int:
+    return len(text.split())
+
+
+def _split_words(text: str) -> list[str]:
+    """Split into word pieces, keeping whitespace, so that ``"".join(result) == text``."""
+    parts = _WORD_RE.findall(text)
+    tail = text[sum(map(len, parts)) :]
+    if tail:
+        if parts:
+            parts[-1] += tail
+        else:
+            parts.append(tail)
+    return parts or [""]
+
+
+def _last_user_text(messages: list[Any]) -> str:
+    for msg in reversed(messages):
+        if isinstance(msg, dict) and msg.get("role") == "user":
+            return _content_text(msg.get("content"))
+    return ""
+
+
+def _prompt_tokens(messages: list[Any], system: Any = None) -> int:
+    total = 0
+    if system:
+        total += _words(_content_text(system)) + 1
+    for msg in messages:
+        if isinstance(msg, dict):
+            total += _words(_content_text(msg.get("content"))) + 1
+    return total
+
+
+def _new_id(prefix: str) -> str:
+    return prefix + uuid.uuid4().hex[:24]
+
+
+def _embedding(item: Any, dim: int) -> list[float]:
+    """Deterministic unit vector derived from sha256 of the input."""
+    seed = item.encode() if isinstance(item, str) else _dumps(item)
+    raw = bytearray()
+    counter = 0
+    while len(raw) < 4 * dim:
+        raw += hashlib.sha256(seed + counter.to_bytes(4, "little")).digest()
+        counter += 1
+    ints = struct.unpack(f"<{dim}I", bytes(raw[: 4 * dim]))
+    vec = [i / 2147483647.5 - 1.0 for i in ints]
+    norm = sum(v * v for v in vec) ** 0.5 or 1.0
+    # round-trip through float32 so that float and base64 encodings agree exactly
+    return list(struct.unpack(f"<{dim}f", struct.pack(f"<{dim}f", *(v / norm for v in vec))))
+
+
+class _BadRequest(Exception):
+    pass
+
+
+# --------------------------------------------------------------------------- server
+
+
+class FakeUpstream:
+    """Fake OpenAI + Anthropic provider running in a background thread (or as a process)."""
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        fault: str | None = None,
+        name: str = "fake",
+        models: list[str] | None = None,
+        record: bool = True,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.name = name
+        self.models = list(models) if models else list(DEFAULT_MODELS)
+        self._fault_spec: str | None = None
+        self._fault: Fault = NO_FAULT
+        self.set_fault(fault)
+        self._lock = threading.Lock()
+        self._requests: list[dict[str, Any]] = []
+        self.record = record  # False: keep nothing (long benchmarks)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._runner: web.AppRunner | None = None
+        self._stopping: asyncio.Event | None = None
+        self._created = int(time.time())
+
+    # ------------------------------------------------------------------ public API
+
+    @property
+    def url(self) -> str:
+        if not self.port:
+            raise RuntimeError("FakeUpstream is not started")
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def requests(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return list(self._requests)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._requests.clear()
+
+    @property
+    def fault(self) -> str | None:
+        return self._fault_spec
+
+    def set_fault(self, fault: str | None) -> None:
+        parsed = parse_fault(fault)  # validates; raises ValueError
+        # single reference assignments: safe to read from the server thread without a lock
+        self._fault_spec = fault if parsed.active else None
+        self._fault = parsed
+
+    def start(self) -> FakeUpstream:
+        if self._thread is not None:
+            raise RuntimeError("already started")
+        ready = threading.Event()
+        error: list[BaseException] = []
+
+        def run() -> None:
+            loop = asyncio.new_event_loop()
+            self._loop = loop
+            asyncio.set_event_loop(loop)
+            try:
+                loop.run_until_complete(self._astart())
+            except BaseException as exc:
+                error.append(exc)
+                ready.set()
+                loop.close()
+                return
+            ready.set()
+            try:
+                loop.run_forever()
+            finally:
+                loop.run_until_complete(self._astop())
+                loop.close()
+
+        self._thread = threading.Thread(target=run, name=f"FakeUpstream-{self.name}", daemon=True)
+        self._thread.start()
+        ready.wait()
+        if error:
+            self._thread.join()
+            self._thread = None
+            raise error[0]
+        return self
+
+    def stop(self) -> None:
+        thread, loop = self._thread, self._loop
+        if thread is None or loop is None:
+            return
+        if not loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10)
+        self._thread = None
+        self._loop = None
+
+    def __enter__(self) -> FakeUpstream:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def _make_app(self) -> web.Application:
+        app = web.Application(client_max_size=64 * 1024**2)
+        app.on_response_prepare.append(self._add_name_header)
+        r = app.router
+        r.add_get("/_fake/requests", self._get_requests)
+        r.add_delete("/_fake/requests", self._delete_requests)
+        r.add_get("/_fake/fault", self._get_fault)
+        r.add_put("/_fake/fault", self._put_fault)
+        r.add_post("/v1/chat/completions", self._wrap(self._chat))
+        r.add_post("/chat/completions", self._wrap(self._chat))
+        r.add_post("/v1/completions", self._wrap(self._completions))
+        r.add_post("/completions", self._wrap(self._completions))
+        r.add_post("/v1/embeddings", self._wrap(self._embeddings))
+        r.add_post("/embeddings", self._wrap(self._embeddings))
+        r.add_get("/v1/models", self._wrap(self._list_models))
+        r.add_get("/v1/models/{model:.+}", self._wrap(self._get_model))
+        r.add_post("/v1/messages", self._wrap(self._messages))
+        r.add_post("/messages", self._wrap(self._messages))
+        r.add_route("*", "/{tail:.*}", self._not_found)
+        return app
+
+    async def _astart(self) -> None:
+        self._stopping = asyncio.Event()
+        self._runner = web.AppRunner(
+            self._make_app(),
+            access_log=None,
+            handle_signals=False,
+            handler_cancellation=True,
+            shutdown_timeout=0.1,
+        )
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
+        await site.start()
+        for addr in self._runner.addresses:
+            if isinstance(addr, tuple):
+                self.port = addr[1]
+                break
+
+    async def _astop(self) -> None:
+        if self._stopping is not None:
+            self._stopping.set()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def _add_name_header(self, request: web.Request, response: web.StreamResponse) -> None:
+        response.headers[NAME_HEADER] = self.name
+
+    # ------------------------------------------------------------------ control endpoints
+
+    async def _get_requests(self, request: web.Request) -> web.Response:
+        return _json_response({"data": self.requests})
+
+    async def _delete_requests(self, request: web.Request) -> web.Response:
+        self.clear()
+        return _json_response({"deleted": True})
+
+    async def _get_fault(self, request: web.Request) -> web.Response:
+        return _json_response({"fault": self._fault_spec})
+
+    async def _put_fault(self, request: web.Request) -> web.Response:
+        try:
+            body = orjson.loads(await request.read())
+            spec = body.get("fault") if isinstance(body, dict) else None
+            if spec is not None and not isinstance(spec, str):
+                raise ValueError("'fault' must be a string or null")
+            self.set_fault(spec)
+        except (orjson.JSONDecodeError, ValueError) as exc:
+            return _json_response(self._error_body(400, str(exc), anthropic=False), 400)
+        return _json_response({"fault": self._fault_spec})
+
+    # ------------------------------------------------------------------ request pipeline
+
+    def _wrap(
+        self, handler: Callable[[web.Request, Any, Fault], Awaitable[web.StreamResponse]]
+    ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        anthropic = handler == self._messages
+
+        async def wrapped(request: web.Request) -> web.StreamResponse:
+            headers, body, bad_json = await self._record(request)
+            spec = headers.get(FAULT_HEADER)
+            try:
+                fault = self._fault if spec is None else parse_fault(spec)
+            except ValueError as exc:
+                return self._error(400, f"fake upstream: {exc}", anthropic)
+
+            if fault.delay_ms:
+                await asyncio.sleep(fault.delay_ms / 1000)
+            if fault.stall:
+                await self._stall(request)
+            if fault.status is not None:
+                return self._error(fault.status, None, anthropic, fault.retry_after)
+            if bad_json:
+                return self._error(400, "request body is not valid JSON", anthropic)
+            if request.method == "POST" and not isinstance(body, dict):
+                return self._error(400, "request body must be a JSON object", anthropic)
+            try:
+                return await handler(request, body, fault)
+            except _BadRequest as exc:
+                return self._error(400, str(exc), anthropic)
+
+        return wrapped
+
+    async def _record(self, request: web.Request) -> tuple[dict[str, str], Any, bool]:
+        raw = await request.read() if request.can_read_body else b""
+        body: Any = None
+        bad_json = False
+        if raw:
+            try:
+                body = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                bad_json = True
+                body = raw.decode("utf-8", "replace")
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        if not self.record:
+            return headers, body, bad_json
+        record = {
+            "method": request.method,
+            "path": request.path,
+            "query": dict(request.query),
+            "headers": headers,
+            "body": body,
+            "time": time.time(),
+        }
+        with self._lock:
+            self._requests.append(record)
+        return headers, body, bad_json
+
+    async def _not_found(self, request: web.Request) -> web.Response:
+        await self._record(request)
+        anthropic = request.path.rstrip("/").endswith("/messages")
+        msg = f"fake upstream: no route for {request.method} {request.path}"
+        return self._error(404, msg, anthropic)
+
+    async def _stall(self, request: web.Request) -> None:
+        # Hold the connection until the client disconnects (handler gets cancelled) or the
+        # server stops; then drop it without an answer.
+        assert self._stopping is not None
+        await self._stopping.wait()
+        self._abort(request)
+        raise asyncio.CancelledError
+
+    @staticmethod
+    def _abort(request: web.Request) -> None:
+        transport = request.transport
+        if transport is not None:
+            transport.abort()
+
+    # ------------------------------------------------------------------ errors
+
+    _OPENAI_ERROR_TYPES = {
+        400: ("invalid_request_error", None),
+        401: ("invalid_request_error", "invalid_api_key"),
+        403: ("permission_error", None),
+        404: ("invalid_request_error", "model_not_found"),
+        408: ("timeout", None),
+        429: ("rate_limit_error", "rate_limit_exceeded"),
+    }
+    _ANTHROPIC_ERROR_TYPES = {
+        400: "invalid_request_error",
+        401: "authentication_error",
+        403: "permission_error",
+        404: "not_found_error",
+        413: "request_too_large",
+        429: "rate_limit_error",
+        529: "overloaded_error",
+    }
+
+    def _error_body(self, status: int, message: str | None, anthropic: bool) -> dict[str, Any]:
+        message = message or f"fake upstream {self.name!r}: injected HTTP {status}"
+        if anthropic:
+            etype = self._ANTHROPIC_ERROR_TYPES.get(status, "api_error")
+            return {"type": "error", "error": {"type": etype, "message": message}}
+        etype, code = self._OPENAI_ERROR_TYPES.get(
+            status, ("server_error" if status >= 500 else "invalid_request_error", None)
+        )
+        return {"error": {"message": message, "type": etype, "param": None, "code": code}}
+
+    def _error(
+        self,
+        status: int,
+        message: str | None,
+        anthropic: bool,
+        retry_after: str | None = None,
+    ) -> web.Response:
+        headers = {"Retry-After": retry_after} if retry_after is not None else None
+        return _json_response(self._error_body(status, message, anthropic), status, headers)
+
+    # ------------------------------------------------------------------ streaming
+
+    async def _stream(
+        self, request: web.Request, fault: Fault, events: list[bytes]
+    ) -> web.StreamResponse:
+        resp = web.StreamResponse(status=200, headers=_SSE_HEADERS)
+        await resp.prepare(request)
+        drop_after = fault.drop_after
+        delay = fault.chunk_delay_ms / 1000
+        if drop_after is None and not delay:
+            # fast path: one write for the whole stream
+            await resp.write(b"".join(events))
+            await resp.write_eof()
+            return resp
+        for i, event in enumerate(events):
+            if drop_after is not None and i >= drop_after:
+                break
+            if delay and i:
+                await asyncio.sleep(delay)
+            await resp.write(event)
+        if drop_after is not None:
+            # let the bytes leave the socket buffer, then cut the connection mid-stream
+            await asyncio.sleep(0.02)
+            self._abort(request)
+            raise asyncio.CancelledError
+        await resp.write_eof()
+        return resp
+
+    @staticmethod
+    def _sse(obj: Any) -> bytes:
+        return b"data: " + _dumps(obj) + b"\n\n"
+
+    @staticmethod
+    def _sse_event(name: str, obj: Any) -> bytes:
+        return b"event: " + name.encode() + b"\ndata: " + _dumps(obj) + b"\n\n"
+
+    def _non_stream(self, request: web.Request, fault: Fault, obj: Any) -> web.StreamResponse:
+        if fault.drop_after is not None:
+            self._abort(request)
+            raise asyncio.CancelledError
+        return _json_response(obj)
+
+    # ------------------------------------------------------------------ OpenAI: chat
+
+    @staticmethod
+    def _forced_tool(body: dict[str, Any]) -> str | None:
+        tools = body.get("tools")
+        choice = body.get("tool_choice")
+        if not tools or not isinstance(tools, list):
+            return None
+        if isinstance(choice, dict):
+            name = (choice.get("function") or {}).get("name") or choice.get("name")
+            if name:
+                return str(name)
+        elif choice != "required":
+            return None
+        first = tools[0] if isinstance(tools[0], dict) else {}
+        return str((first.get("function") or {}).get("name") or first.get("name") or "tool")
+
+    async def _chat(self, request: web.Request, body: dict[str, Any], fault: Fault):
+        messages = body.get("messages")
+        if not isinstance(messages, list):
+            raise _BadRequest("'messages' must be a list")
+        model = body.get("model") or "fake-model"
+        n = body.get("n") or 1
+        if not isinstance(n, int) or n < 1:
+            raise _BadRequest("'n' must be a positive integer")
+        reply = "fake: " + _last_user_text(messages)
+        tool = self._forced_tool(body)
+        prompt_tokens = _prompt_tokens(messages)
+        per_choice = 1 if tool else _words(reply)
+        usage = {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": per_choice * n,
+            "total_tokens": prompt_tokens + per_choice * n,
+        }
+        cid = _new_id("chatcmpl-")
+        created = int(time.time())
+        finish = "tool_calls" if tool else "stop"
+        call_ids = [_new_id("call_") for _ in range(n)] if tool else []
+
+        if not body.get("stream"):
+            choices = []
+            for i in range(n):
+                if tool:
+                    message: dict[str, Any] = {
+                        "role": "assistant",
+                        "content": None,
+                        "refusal": None,
+                        "tool_calls": [
+                            {
+                                "id": call_ids[i],
+                                "type": "function",
+                                "function": {"name": tool, "arguments": "{}"},
+                            }
+                        ],
+                    }
+                else:
+                    message = {"role": "assistant", "content": reply, "refusal": None}
+                choices.append(
+                    {"index": i, "message": message, "logprobs": None, "finish_reason": finish}
+                )
+            obj = {
+                "id": cid,
+                "object": "chat.completion",
+                "created": created,
+                "model": model,
+                "system_fingerprint": "fp_fake",
+                "choices": choices,
+                "usage": usage,
+            }
+            return self._non_stream(request, fault, obj)
+
+        def chunk(choices: list[dict[str, Any]], **extra: Any) -> bytes:
+            obj = {
+                "id": cid,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": model,
+                "system_fingerprint": "fp_fake",
+                "choices": choices,
+            }
+            obj.update(extra)
+            return self._sse(obj)
+
+        def ch(i: int, delta: dict[str, Any], finish_reason: str | None = None):
+            return {"index": i, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+
+        events = [chunk([ch(i, {"role": "assistant", "content": ""}) for i in range(n)])]
+        if tool:
+            for i in range(n):
+                call = {
+                    "index": 0,
+                    "id": call_ids[i],
+                    "type": "function",
+                    "function": {"name": tool, "arguments": ""},
+                }
+                events.append(chunk([ch(i, {"tool_calls": [call]})]))
+                args = {"index": 0, "function": {"arguments": "{}"}}
+                events.append(chunk([ch(i, {"tool_calls": [args]})]))
+        else:
+            for word in _split_words(reply):
+                events.append(chunk([ch(i, {"content": word}) for i in range(n)]))
+        events.append(chunk([ch(i, {}, finish) for i in range(n)]))
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        if include_usage:
+            events.append(chunk([], usage=usage))
+        events.append(b"data: [DONE]\n\n")
+        return await self._stream(request, fault, events)
+
+    # ------------------------------------------------------------------ OpenAI: completions
+
+    async def _completions(self, request: web.Request, body: dict[str, Any], fault: Fault):
+        prompt = body.get("prompt", "")
+        if isinstance(prompt, str):
+            prompts = [prompt]
+        elif isinstance(prompt, list) and all(isinstance(p, int) for p in prompt):
+            prompts = [" ".join(map(str, prompt))]
+        elif isinstance(prompt, list):
+            prompts = [p if isinstance(p, str) else " ".join(map(str, p)) for p in prompt]
+        else:
+            raise _BadRequest("'prompt' must be a string or a list")
+        prompts = prompts or [""]
+        model = body.get("model") or "fake-model"
+        n = body.get("n") or 1
+        if not isinstance(n, int) or n < 1:
+            raise _BadRequest("'n' must be a positive integer")
+        replies = ["fake: " + p for p in prompts for _ in range(n)]
+        prompt_tokens = sum(_words(p) for p in prompts)
+        completion_tokens = sum(_words(r) for r in replies)
+        usage = {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        }
+        cid = _new_id("cmpl-")
+        created = int(time.time())
+
+        if not body.get("stream"):
+            obj = {
+                "id": cid,
+                "object": "text_completion",
+                "created": created,
+                "model": model,
+                "system_fingerprint": "fp_fake",
+                "choices": [
+                    {"index": i, "text": r, "logprobs": None, "finish_reason": "stop"}
+                    for i, r in enumerate(replies)
+                ],
+                "usage": usage,
+            }
+            return self._non_stream(request, fault, obj)
+
+        def chunk(choices: list[dict[str, Any]], **extra: Any) -> bytes:
+            obj = {
+                "id": cid,
+                "object": "text_completion",
+                "created": created,
+                "model": model,
+                "system_fingerprint": "fp_fake",
+                "choices": choices,
+            }
+            obj.update(extra)
+            return self._sse(obj)
+
+        events = []
+        for i, r in enumerate(replies):
+            for word in _split_words(r):
+                events.append(
+                    chunk([{"index": i, "text": word, "logprobs": None, "finish_reason": None}])
+                )
+        events.append(
+            chunk(
+                [
+                    {"index": i, "text": "", "logprobs": None, "finish_reason": "stop"}
+                    for i in range(len(replies))
+                ]
+            )
+        )
+        if (body.get("stream_options") or {}).get("include_usage"):
+            events.append(chunk([], usage=usage))
+        events.append(b"data: [DONE]\n\n")
+        return await self._stream(request, fault, events)
+
+    # ------------------------------------------------------------------ OpenAI: embeddings
+
+    async def _embeddings(self, request: web.Request, body: dict[str, Any], fault: Fault):
+        inp = body.get("input")
+        if isinstance(inp, str):
+            items: list[Any] = [inp]
+        elif isinstance(inp, list) and inp and all(isinstance(x, int) for x in inp):
+            items = [inp]  # a single token array
+        elif isinstance(inp, list) and inp:
+            items = inp
+        else:
+            raise _BadRequest("'input' must be a non-empty string or list")
+        dim = body.get("dimensions") or DEFAULT_EMBEDDING_DIM
+        if not isinstance(dim, int) or dim < 1:
+            raise _BadRequest("'dimensions' must be a positive integer")
+        fmt = body.get("encoding_format") or "float"
+        if fmt not in ("float", "base64"):
+            raise _BadRequest("'encoding_format' must be 'float' or 'base64'")
+        data = []
+        tokens = 0
+        for i, item in enumerate(items):
+            vec = _embedding(item, dim)
+            tokens += len(item) if isinstance(item, list) else _words(str(item))
+            emb: Any = vec
+            if fmt == "base64":
+                emb = base64.b64encode(struct.pack(f"<{dim}f", *vec)).decode("ascii")
+            data.append({"object": "embedding", "index": i, "embedding": emb})
+        obj = {
+            "object": "list",
+            "data": data,
+            "model": body.get("model") or "fake-embedding",
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
+        return self._non_stream(request, fault, obj)
+
+    # ------------------------------------------------------------------ OpenAI: models
+
+    def _model_obj(self, model: str) -> dict[str, Any]:
+        return {"id": model, "object": "model", "created": self._created, "owned_by": self.name}
+
+    async def _list_models(self, request: web.Request, body: Any, fault: Fault):
+        obj = {"object": "list", "data": [self._model_obj(m) for m in self.models]}
+        return self._non_stream(request, fault, obj)
+
+    async def _get_model(self, request: web.Request, body: Any, fault: Fault):
+        model = request.match_info["model"]
+        if model not in self.models:
+            return self._error(404, f"The model '{model}' does not exist", anthropic=False)
+        return self._non_stream(request, fault, self._model_obj(model))
+
+    # ------------------------------------------------------------------ Anthropic: messages
+
+    @staticmethod
+    def _anthropic_forced_tool(body: dict[str, Any]) -> str | None:
+        tools = body.get("tools")
+        choice = body.get("tool_choice")
+        if not tools or not isinstance(tools, list) or not isinstance(choice, dict):
+            return None
+        if choice.get("type") == "tool" and choice.get("name"):
+            return str(choice["name"])
+        if choice.get("type") == "any":
+            first = tools[0] if isinstance(tools[0], dict) else {}
+            return str(first.get("name") or "tool")
+        return None
+
+    async def _messages(self, request: web.Request, body: dict[str, Any], fault: Fault):
+        messages = body.get("messages")
+        if not isinstance(messages, list):
+            raise _BadRequest("messages: Field required")
+        model = body.get("model") or "fake-model"
+        reply = "fake: " + _last_user_text(messages)
+        tool = self._anthropic_forced_tool(body)
+        input_tokens = _prompt_tokens(messages, body.get("system"))
+        output_tokens = 1 if tool else _words(reply)
+        stop_reason = "tool_use" if tool else "end_turn"
+        mid = _new_id("msg_")
+        tool_id = _new_id("toolu_") if tool else ""
+
+        if not body.get("stream"):
+            if tool:
+                content = [{"type": "tool_use", "id": tool_id, "name": tool, "input": {}}]
+            else:
+                content = [{"type": "text", "text": reply}]
+            obj = {
+                "id": mid,
+                "type": "message",
+                "role": "assistant",
+                "model": model,
+                "content": content,
+                "stop_reason": stop_reason,
+                "stop_sequence": None,
+                "usage": {"input_tokens": input_tokens, "output_tokens": output_tokens},
+            }
+            return self._non_stream(request, fault, obj)
+
+        ev = self._sse_event
+        events = [
+            ev(
+                "message_start",
+                {
+                    "type": "message_start",
+                    "message": {
+                        "id": mid,
+                        "type": "message",
+                        "role": "assistant",
+                        "model": model,
+                        "content": [],
+                        "stop_reason": None,
+                        "stop_sequence": None,
+                        "usage": {"input_tokens": input_tokens, "output_tokens": 1},
+                    },
+                },
+            ),
+        ]
+        if tool:
+            block = {"type": "tool_use", "id": tool_id, "name": tool, "input": {}}
+            delta = {"type": "input_json_delta", "partial_json": "{}"}
+            events.append(
+                ev(
+                    "content_block_start",
+                    {"type": "content_block_start", "index": 0, "content_block": block},
+                )
+            )
+            events.append(ev("ping", {"type": "ping"}))
+            events.append(
+                ev(
+                    "content_block_delta",
+                    {"type": "content_block_delta", "index": 0, "delta": delta},
+                )
+            )
+        else:
+            block = {"type": "text", "text": ""}
+            events.append(
+                ev(
+                    "content_block_start",
+                    {"type": "content_block_start", "index": 0, "content_block": block},
+                )
+            )
+            events.append(ev("ping", {"type": "ping"}))
+            for word in _split_words(reply):
+                delta = {"type": "text_delta", "text": word}
+                events.append(
+                    ev(
+                        "content_block_delta",
+                        {"type": "content_block_delta", "index": 0, "delta": delta},
+                    )
+                )
+        events.append(ev("content_block_stop", {"type": "content_block_stop", "index": 0}))
+        events.append(
+            ev(
+                "message_delta",
+                {
+                    "type": "message_delta",
+                    "delta": {"stop_reason": stop_reason, "stop_sequence": None},
+                    "usage": {"output_tokens": output_tokens},
+                },
+            )
+        )
+        events.append(ev("message_stop", {"type": "message_stop"}))
+        return await self._stream(request, fault, events)
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+async def _serve_forever(up: FakeUpstream) -> None:
+    await up._astart()
+    print(f"listening on {up.url}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await up._astop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Fake OpenAI/Anthropic upstream for tests.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--fault", default=None, help="default fault, e.g. status:500")
+    parser.add_argument("--name", default="fake", help="value of the x-fake-name header")
+    parser.add_argument("--no-record", action="store_true", help="do not record requests")
+    args = parser.parse_args(argv)
+    up = FakeUpstream(
+        host=args.host,
+        port=args.port,
+        fault=args.fault,
+        name=args.name,
+        record=not args.no_record,
+    )
+    asyncio.run(_serve_forever(up))
+
+
+if __name__ == "__main__":
+    main()
