@@ -8,6 +8,8 @@ from typing import Any
 
 import tiktoken
 
+from gateway.offline_data import use_offline_tiktoken
+
 # BPE on one enormous "word" is super-linear; long texts are counted in pieces.
 _PIECE = 4096
 _O200K_MARKERS = ("gpt-4o", "gpt-4.1", "gpt-5", "o1", "o3", "o4", "chatgpt-4o")
@@ -15,6 +17,7 @@ _O200K_MARKERS = ("gpt-4o", "gpt-4.1", "gpt-5", "o1", "o3", "o4", "chatgpt-4o")
 
 @cache
 def _encoding(name: str) -> tiktoken.Encoding:
+    use_offline_tiktoken()  # the encodings ship in litellm's wheel; never download them
     return tiktoken.get_encoding(name)
 
 
