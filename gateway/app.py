@@ -13,7 +13,7 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gateway.api import admin_keys, admin_teams, health, v1
+from gateway.api import admin_keys, admin_policies, admin_teams, health, v1
 from gateway.api.middleware import RequestIdMiddleware
 from gateway.api.services import Services
 from gateway.config import LoadedConfig, load_config
@@ -21,7 +21,8 @@ from gateway.errors import GatewayError, InternalError, MethodNotAllowed, NotFou
 from gateway.offline_data import price_map_path, use_offline_tiktoken
 from gateway.pipeline import audit_event
 from gateway.pipeline.auth import Authenticator
-from gateway.pipeline.v1 import V1Pipeline, error_response
+from gateway.pipeline.v1 import ModelAccess, NoTemplates, V1Pipeline, error_response
+from gateway.policies.store import policies_for
 from gateway.pricing import PriceBook
 from gateway.providers.demo import DemoProvider
 from gateway.providers.litellm_adapter import LiteLLMProvider
@@ -47,9 +48,12 @@ def build_services(settings: Settings, config: LoadedConfig) -> Services:
     prices = PriceBook.build(config, price_map_path(settings.litellm_data_dir))
     audit = AuditWriter(engine, batch_size=settings.audit_batch_size,
                         flush_interval_s=settings.audit_flush_interval_ms / 1000)
-    pipeline = V1Pipeline(config, auth, router, prices, audit)
+    policies = policies_for(config)
+    stages = [NoTemplates(), ModelAccess(router, policies)]
+    pipeline = V1Pipeline(config, auth, router, prices, audit, stages)
     return Services(settings=settings, config=config, engine=engine, keys=keys,
-                    teams=TeamStore(engine), auth=auth, router=router, audit=audit, v1=pipeline)
+                    teams=TeamStore(engine), auth=auth, router=router, audit=audit, v1=pipeline,
+                    policies=policies)
 
 
 async def _check_schema(svc: Services) -> None:
@@ -107,7 +111,8 @@ def create_app(settings: Settings | None = None, config: LoadedConfig | None = N
             await svc.engine.dispose()
 
     app = Starlette(
-        routes=[*v1.routes, *admin_keys.routes, *admin_teams.routes, *health.routes],
+        routes=[*v1.routes, *admin_keys.routes, *admin_teams.routes, *admin_policies.routes,
+                *health.routes],
         middleware=[Middleware(RequestIdMiddleware)],
         exception_handlers={HTTPException: _http_exception, Exception: _unhandled},
         lifespan=lifespan,

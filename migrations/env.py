@@ -9,7 +9,7 @@ from sqlalchemy.engine import Connection
 
 from gateway.settings import Settings
 from gateway.storage.engine import create_engine
-from gateway.storage.tables import metadata
+from gateway.storage.schema import metadata
 
 config = context.config
 target_metadata = metadata

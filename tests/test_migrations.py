@@ -13,7 +13,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import inspect
 
 from gateway.storage.engine import create_engine
-from gateway.storage.tables import metadata
+from gateway.storage.schema import metadata
 from tests.support.gateway_proc import GATEWAY_BIN, run_in_thread
 from tests.support.postgres import fresh_database
 

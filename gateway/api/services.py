@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from gateway.config import LoadedConfig
 from gateway.pipeline.auth import Authenticator
 from gateway.pipeline.v1 import V1Pipeline
+from gateway.policies.store import PolicyRegistry
 from gateway.routing.router import Router
 from gateway.settings import Settings
 from gateway.storage.audit_writer import AuditWriter
@@ -26,3 +27,4 @@ class Services:
     router: Router
     audit: AuditWriter
     v1: V1Pipeline
+    policies: PolicyRegistry

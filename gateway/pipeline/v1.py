@@ -1,6 +1,7 @@
 """The `/v1` request path: one function per request, one audit event per request.
 
-auth -> body -> checks -> model access -> route + call (stream or not) -> usage + cost -> audit
+auth -> body checks -> stages (template, model access, limits, PII) -> route + call
+(stream or not) -> output filters -> usage + cost -> finishers -> audit
 """
 
 from __future__ import annotations
@@ -8,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import orjson
@@ -22,6 +23,8 @@ from gateway.errors import Forbidden, GatewayError, InternalError, InvalidReques
 from gateway.pipeline import audit_event, validate
 from gateway.pipeline.auth import Authenticator
 from gateway.pipeline.body import parse_object, read_body
+from gateway.pipeline.state import RequestState, Stage
+from gateway.policies.store import PolicyRegistry
 from gateway.pricing import PriceBook, cost_nanos
 from gateway.providers.base import Endpoint, ProviderError
 from gateway.routing.router import Attempts, Router
@@ -32,8 +35,8 @@ log = logging.getLogger("gateway.v1")
 
 _VALIDATORS = {"chat": validate.validate_chat, "completions": validate.validate_completion,
                "embeddings": validate.validate_embeddings}
-_PATHS = {"chat": "/v1/chat/completions", "completions": "/v1/completions",
-          "embeddings": "/v1/embeddings"}
+PATHS = {"chat": "/v1/chat/completions", "completions": "/v1/completions",
+         "embeddings": "/v1/embeddings"}
 # Fields that are ours, not the provider's.
 _GATEWAY_FIELDS = ("template", "stream_options")
 _JSON = "application/json"
@@ -41,24 +44,61 @@ _SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 _DONE = b"data: [DONE]\n\n"
 
 
-def error_response(exc: GatewayError) -> Response:
+def error_response(exc: GatewayError, headers: dict[str, str] | None = None) -> Response:
+    merged = {**(headers or {}), **exc.headers} if headers or exc.headers else None
     return Response(exc.to_json(), status_code=exc.status_code, media_type=_JSON,
-                    headers=exc.headers or None)
+                    headers=merged)
 
 
 def _sse(obj: dict[str, Any]) -> bytes:
     return b"data: " + orjson.dumps(obj) + b"\n\n"
 
 
+class ModelAccess:
+    """Resolve the key's policy; the model must exist and be allowed by key, team and policy."""
+
+    def __init__(self, router: Router, policies: PolicyRegistry) -> None:
+        self.router = router
+        self.policies = policies
+
+    async def before(self, state: RequestState) -> None:
+        model = state.body.get("model")
+        if not isinstance(model, str) or not model:
+            raise InvalidRequest("missing required parameter: 'model'", param="model",
+                                 code="missing_required_parameter")
+        state.model = model
+        state.event["model_requested"] = model
+        if model not in self.router.slots:
+            raise ModelNotFound(f"the model {model!r} does not exist", param="model")
+        assert state.principal is not None
+        policy = self.policies.effective(state.principal)
+        state.extra["policy"] = policy
+        if not state.principal.may_use_model(model) or (
+                policy.models is not None and not policy.models.permits(model)):
+            raise Forbidden(f"this key may not use the model {model!r}", param="model",
+                            code="model_not_allowed")
+
+
+class NoTemplates:
+    """Until templates are configured, a request naming one gets a clear 400."""
+
+    async def before(self, state: RequestState) -> None:
+        template = state.body.get("template")
+        if template is not None:
+            raise InvalidRequest(f"unknown template {template.get('name')!r}",
+                                 param="template.name", code="template_not_found")
+
+
 class V1Pipeline:
     def __init__(self, config: LoadedConfig, auth: Authenticator, router: Router,
-                 prices: PriceBook, audit: AuditWriter) -> None:
+                 prices: PriceBook, audit: AuditWriter, stages: Sequence[Stage]) -> None:
         self.config = config
         self.server = config.server
         self.auth = auth
         self.router = router
         self.prices = prices
         self.audit = audit
+        self.stages = list(stages)
 
     async def authenticate(self, request: Request) -> Principal:
         principal = await self.auth.authenticate(request.headers.get("authorization"))
@@ -68,156 +108,177 @@ class V1Pipeline:
         return principal
 
     async def handle(self, endpoint: Endpoint, request: Request) -> Response:
-        event = audit_event.new_event(request.state.request_id, _PATHS[endpoint])
+        state = RequestState(endpoint=endpoint,
+                             event=audit_event.new_event(request.state.request_id,
+                                                         PATHS[endpoint]))
         try:
-            principal = await self.authenticate(request)
-            audit_event.set_principal(event, principal)
+            state.principal = await self.authenticate(request)
+            audit_event.set_principal(state.event, state.principal)
             validate.refuse_routing_headers(request.headers)
             body = parse_object(await read_body(request, self.server.max_body_bytes))
             validate.scan_body(body, self.server.max_json_depth)
             _VALIDATORS[endpoint](body, self.server)
-            if "template" in body:
-                raise InvalidRequest(f"unknown template {body['template'].get('name')!r}",
-                                     param="template.name", code="template_not_found")
-            model = body["model"]
-            event["model_requested"] = model
-            event["user"] = body.get("user")
-            if model not in self.router.slots:
-                raise ModelNotFound(f"the model {model!r} does not exist", param="model")
-            if not principal.may_use_model(model):
-                raise Forbidden(f"this key may not use the model {model!r}", param="model",
-                                code="model_not_allowed")
-            if body.get("stream"):
-                return await self._stream(endpoint, body, model, event)
-            response = await self._call(endpoint, body, model, event)
+            state.body = body
+            state.event["user"] = body.get("user")
+            for stage in self.stages:
+                await stage.before(state)
+            if state.body.get("stream"):
+                return await self._stream(state)
+            response = await self._call(state)
         except GatewayError as exc:
             known = getattr(exc, "principal", None)
             if known is not None:
-                audit_event.set_principal(event, known)
-            audit_event.finish(event, exc.status_code, exc.code)
-            self.audit.submit(event)
-            return error_response(exc)
+                audit_event.set_principal(state.event, known)
+            self.complete(state, exc.status_code, exc.code)
+            return error_response(exc, state.headers)
         except Exception:
-            log.exception("unexpected error", extra={"request_id": event["request_id"]})
+            log.exception("unexpected error", extra={"request_id": state.event["request_id"]})
             exc = InternalError("the gateway failed to handle this request")
-            audit_event.finish(event, exc.status_code, exc.code)
-            self.audit.submit(event)
-            return error_response(exc)
-        audit_event.finish(event, 200)
-        self.audit.submit(event)
+            self.complete(state, exc.status_code, exc.code)
+            return error_response(exc, state.headers)
+        self.complete(state, 200)
         return response
+
+    def complete(self, state: RequestState, status: int, error_code: str | None = None) -> None:
+        """End the request: run the finishers once, then hand the audit event to the writer."""
+        event = state.event
+        for finisher in state.finishers:
+            try:
+                finisher(state)
+            except Exception:  # one failing finisher must not lose the audit event
+                log.exception("request finisher failed")
+        state.finishers.clear()
+        if state.audit_request_body is not None:
+            event["request_body"] = state.audit_request_body
+        if state.audit_response_body is not None:
+            event["response_body"] = state.audit_response_body
+        audit_event.finish(event, status, error_code)
+        self.audit.submit(event)
 
     @staticmethod
     def _upstream_body(body: dict[str, Any]) -> dict[str, Any]:
         return {k: v for k, v in body.items() if k not in _GATEWAY_FIELDS}
 
-    def _usage(self, event: dict[str, Any], usage: Any, source: str = "provider") -> None:
+    def _record_usage(self, state: RequestState, usage: Any, source: str = "provider") -> None:
         if not isinstance(usage, dict):
             return
+        event = state.event
         inp = usage.get("prompt_tokens") or 0
         out = usage.get("completion_tokens") or 0
+        state.usage = usage
         event["input_tokens"] = inp
         event["output_tokens"] = out
         event["total_tokens"] = usage.get("total_tokens") or inp + out
         event["usage_source"] = source
-        target = event.get("_target")
-        if target is not None:
-            price = self.prices.price(target.model, target.litellm_model)
-            event["cost_nanos"] = None if price is None else cost_nanos(inp, out, price)
+        if state.target is not None:
+            price = self.prices.price(state.target.model, state.target.litellm_model)
+            state.cost_nanos = None if price is None else cost_nanos(inp, out, price)
+            event["cost_nanos"] = state.cost_nanos
 
-    def _served(self, event: dict[str, Any], attempts: Attempts) -> None:
+    @staticmethod
+    def _served(state: RequestState, attempts: Attempts) -> None:
+        event = state.event
         event["attempts"] = attempts.count
         event["fallback_used"] = attempts.fallback_used
         if attempts.target is not None:
+            state.target = attempts.target
             event["model_served"] = attempts.target.model
             event["deployment"] = attempts.target.deployment
-            event["_target"] = attempts.target
 
-    async def _call(self, endpoint: Endpoint, body: dict[str, Any], model: str,
-                    event: dict[str, Any]) -> Response:
+    async def _call(self, state: RequestState) -> Response:
         attempts = Attempts()
+        assert state.model is not None
         try:
-            result = await self.router.call(model, endpoint, self._upstream_body(body), attempts)
+            result = await self.router.call(state.model, state.endpoint,
+                                            self._upstream_body(state.body), attempts)
         finally:
-            self._served(event, attempts)
-        result["model"] = attempts.target.model if attempts.target else model
-        self._usage(event, result.get("usage"))
-        event["first_byte_at"] = utcnow()
-        event.pop("_target", None)
-        return Response(orjson.dumps(result), media_type=_JSON)
+            self._served(state, attempts)
+        result["model"] = attempts.target.model if attempts.target else state.model
+        self._record_usage(state, result.get("usage"))
+        for output_filter in state.output_filters:
+            result = output_filter.response(result)
+        state.event["first_byte_at"] = utcnow()
+        return Response(orjson.dumps(result), media_type=_JSON, headers=state.headers or None)
 
-    async def _stream(self, endpoint: Endpoint, body: dict[str, Any], model: str,
-                      event: dict[str, Any]) -> Response:
-        event["stream"] = True
-        options = body.get("stream_options") or {}
-        include_usage = bool(options.get("include_usage"))
+    async def _stream(self, state: RequestState) -> Response:
+        state.event["stream"] = True
         attempts = Attempts()
+        assert state.model is not None
         try:
             first, iterator, slot = await self.router.open_stream(
-                model, endpoint, self._upstream_body(body), attempts)
+                state.model, state.endpoint, self._upstream_body(state.body), attempts)
         finally:
-            self._served(event, attempts)
-        public = slot.target.model
-        return StreamingResponse(
-            self._relay(first, iterator, slot, public, include_usage, event, body),
-            media_type="text/event-stream", headers=_SSE_HEADERS)
+            self._served(state, attempts)
+        return StreamingResponse(self._relay(state, first, iterator, slot),
+                                 media_type="text/event-stream",
+                                 headers={**_SSE_HEADERS, **state.headers})
 
-    async def _relay(self, first: dict[str, Any], iterator: AsyncIterator[dict[str, Any]],
-                     slot: Any, public: str, include_usage: bool, event: dict[str, Any],
-                     body: dict[str, Any]) -> AsyncIterator[bytes]:
+    def _filtered(self, state: RequestState, chunk: dict[str, Any]) -> list[dict[str, Any]]:
+        chunks = [chunk]
+        for output_filter in state.output_filters:
+            chunks = [out for c in chunks for out in output_filter.chunk(c)]
+        return chunks
+
+    async def _relay(self, state: RequestState, first: dict[str, Any],
+                     iterator: AsyncIterator[dict[str, Any]], slot: Any) -> AsyncIterator[bytes]:
+        event = state.event
+        options = state.body.get("stream_options") or {}
+        include_usage = bool(options.get("include_usage"))
+        public = slot.target.model
         usage: dict[str, Any] | None = None
         text: list[str] = []
-        status_error: tuple[int, str | None] = (200, None)
+        error_code: str | None = None
         ok = False
+        last: dict[str, Any] = first
         try:
             chunk: dict[str, Any] | None = first
             event["first_byte_at"] = utcnow()
             while chunk is not None:
+                last = chunk
                 if chunk.get("usage"):
                     usage = chunk["usage"]
                     if not include_usage:
-                        chunk = dict(chunk)
-                        del chunk["usage"]
-                        if not chunk.get("choices"):
-                            chunk = None
-                if chunk is not None:
+                        chunk = {k: v for k, v in chunk.items() if k != "usage"}
+                if chunk.get("choices") or (include_usage and chunk.get("usage")):
                     chunk["model"] = public
-                    for choice in chunk.get("choices") or ():
-                        piece = (choice.get("delta") or {}).get("content") or choice.get("text")
-                        if isinstance(piece, str):
-                            text.append(piece)
-                    yield _sse(chunk)
+                    for out in self._filtered(state, chunk):
+                        for choice in out.get("choices") or ():
+                            piece = ((choice.get("delta") or {}).get("content")
+                                     or choice.get("text"))
+                            if isinstance(piece, str):
+                                text.append(piece)
+                        yield _sse(out)
                 try:
                     chunk = await iterator.__anext__()
                 except StopAsyncIteration:
                     chunk = None
+            for output_filter in state.output_filters:
+                for out in output_filter.flush({**last, "model": public}):
+                    yield _sse(out)
             yield _DONE
             ok = True
         except ProviderError as exc:
             event["partial"] = True
-            code = "upstream_timeout" if exc.kind == "timeout" else "upstream_error"
-            status_error = (200, code)
-            err = {"error": {"message": f"the upstream failed mid-stream ({exc.message})",
-                             "type": "api_error", "param": None, "code": code}}
-            yield _sse(err)
+            error_code = "upstream_timeout" if exc.kind == "timeout" else "upstream_error"
+            yield _sse({"error": {"message": f"the upstream failed mid-stream ({exc.message})",
+                                  "type": "api_error", "param": None, "code": error_code}})
         except BaseException:
             event["cancelled"] = True
             event["partial"] = True
             raise
         finally:
             if usage is not None:
-                self._usage(event, usage)
+                self._record_usage(state, usage)
             else:
-                self._usage(event, {"prompt_tokens": _prompt_tokens(body, public),
-                                    "completion_tokens": tokens.count_text("".join(text), public)},
-                            source="estimated")
+                self._record_usage(state, {
+                    "prompt_tokens": _prompt_tokens(state.body, public),
+                    "completion_tokens": tokens.count_text("".join(text), public)},
+                    source="estimated")
                 event["cost_estimated"] = True
-            event.pop("_target", None)
             self.router.stream_finished(slot, ok or event["cancelled"])
             if not ok:
                 asyncio.get_running_loop().create_task(_close_quietly(iterator))
-            audit_event.finish(event, *status_error)
-            self.audit.submit(event)
+            self.complete(state, 200, error_code)
 
 
 def _prompt_tokens(body: dict[str, Any], model: str) -> int:

@@ -1,0 +1,1 @@
+"""CLI command groups; `gateway.cli` registers each one."""
