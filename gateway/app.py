@@ -32,12 +32,14 @@ from gateway.settings import Settings
 from gateway.storage.audit_writer import AuditWriter
 from gateway.storage.engine import create_engine
 from gateway.storage.keys import KeyStore, TeamStore
+from gateway.telemetry.metrics import Metrics
 
 log = logging.getLogger("gateway")
 
 
 def build_services(settings: Settings, config: LoadedConfig) -> Services:
     use_offline_tiktoken(settings.litellm_data_dir)
+    metrics = Metrics()
     engine = create_engine(settings.database_url, pool_size=settings.db_pool_size)
     keys = KeyStore(engine)
     admin_key = settings.admin_key.get_secret_value() if settings.admin_key else None
@@ -53,7 +55,7 @@ def build_services(settings: Settings, config: LoadedConfig) -> Services:
     pipeline = V1Pipeline(config, auth, router, prices, audit, stages)
     return Services(settings=settings, config=config, engine=engine, keys=keys,
                     teams=TeamStore(engine), auth=auth, router=router, audit=audit, v1=pipeline,
-                    policies=policies)
+                    policies=policies, metrics=metrics)
 
 
 async def _check_schema(svc: Services) -> None:

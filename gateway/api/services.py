@@ -14,6 +14,7 @@ from gateway.routing.router import Router
 from gateway.settings import Settings
 from gateway.storage.audit_writer import AuditWriter
 from gateway.storage.keys import KeyStore, TeamStore
+from gateway.telemetry.metrics import Metrics
 
 
 @dataclass
@@ -28,3 +29,4 @@ class Services:
     audit: AuditWriter
     v1: V1Pipeline
     policies: PolicyRegistry
+    metrics: Metrics
