@@ -9,6 +9,7 @@
 #   make bench         bench/run.py (extra args: make bench BENCH_ARGS="...")
 #   make lock          regenerate requirements.lock and requirements-dev.lock with uv
 #                      (pins are kept; to move them: make lock LOCK_ARGS=--upgrade)
+#   make deploy-sync   refresh deploy/kubernetes/base/config/ from gateway.yaml, policies/, prompts/
 #   make clean         remove .venv, tool cache and build/test caches
 #
 # Installs are guarded by stamp files inside .venv that depend on the lock file and
@@ -52,7 +53,7 @@ LOCK_ARGS ?=
 
 LINT_PATHS := $(wildcard gateway tests bench migrations)
 
-.PHONY: help install install-dev run test lint bench lock clean
+.PHONY: help install install-dev run test lint bench lock clean deploy-sync
 
 help:
 	@sed -n 's/^#   make/  make/p' $(firstword $(MAKEFILE_LIST))
@@ -108,3 +109,6 @@ lock: $(if $(filter $(TOOLS_VENV)/bin/uv,$(UV)),$(TOOLS_VENV)/bin/uv)
 clean:
 	rm -rf $(VENV) .cache build dist *.egg-info .pytest_cache .ruff_cache .hypothesis
 	find . -path ./.git -prune -o -type d -name __pycache__ -prune -exec rm -rf {} + 2>/dev/null || true
+
+deploy-sync:
+	$(PYTHON) deploy/kubernetes/sync-config.py
