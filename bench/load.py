@@ -212,14 +212,25 @@ async def client(host: str, port: int, run: Run) -> None:
         await done
 
 
-def cpu_seconds(pid: int) -> float | None:
-    """utime + stime of a process (all its threads), from /proc/PID/stat."""
+def cpu_seconds(pid: int, core: int | None) -> tuple[float, float] | None:
+    """(utime + stime of a process, all threads; busy time of CPU `core`, all processes)."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             fields = f.read().rsplit(b")", 1)[1].split()
     except OSError:
         return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tck = os.sysconf("SC_CLK_TCK")
+    core_busy = 0.0
+    if core is not None:
+        with open("/proc/stat", "rb") as f:
+            for line in f:
+                if line.startswith(b"cpu%d " % core):
+                    v = [int(x) for x in line.split()[1:]]
+                    # user nice system steal; irq/softirq (loopback traffic) are not charged
+                    # to processes, so they are left out on both sides
+                    core_busy = (v[0] + v[1] + v[2] + (v[7] if len(v) > 7 else 0)) / tck
+                    break
+    return (int(fields[11]) + int(fields[12])) / tck, core_busy
 
 
 async def main_async(args: argparse.Namespace, request: bytes, host: str, port: int) -> dict:
@@ -229,14 +240,17 @@ async def main_async(args: argparse.Namespace, request: bytes, host: str, port: 
     end = measure_from + args.duration
     run = Run(request, args.stream, args.expect.encode() if args.expect else None,
               measure_from, end)
-    cpu: list[tuple[float, float | None]] = []
+    cpu: list[tuple[float, tuple[float, float] | None]] = []
+
+    def sample() -> None:
+        cpu.append((time.perf_counter(), cpu_seconds(args.cpu_pid, args.cpu_core)))
+
     if args.cpu_pid:
-        loop.call_later(args.warmup,
-                        lambda: cpu.append((time.perf_counter(), cpu_seconds(args.cpu_pid))))
+        loop.call_later(args.warmup, sample)
     tasks = [asyncio.ensure_future(client(host, port, run)) for _ in range(args.concurrency)]
     _, pending = await asyncio.wait(tasks, timeout=end - time.perf_counter() + GRACE_S)
     if args.cpu_pid:
-        cpu.append((time.perf_counter(), cpu_seconds(args.cpu_pid)))
+        sample()
     for conn in list(run.conns):
         if conn.in_flight:
             conn.in_flight = False
@@ -261,8 +275,13 @@ async def main_async(args: argparse.Namespace, request: bytes, host: str, port: 
         "max_ms": ms(lat[-1] if lat else None),
     }
     if len(cpu) == 2 and cpu[0][1] is not None and cpu[1][1] is not None:
-        cpu_s = cpu[1][1] - cpu[0][1]
-        out["cpu_util"] = round(cpu_s / max(cpu[1][0] - cpu[0][0], 1e-9), 3)
+        wall = max(cpu[1][0] - cpu[0][0], 1e-9)
+        cpu_s = cpu[1][1][0] - cpu[0][1][0]
+        out["cpu_util"] = round(cpu_s / wall, 3)
+        if args.cpu_core is not None:
+            # what other processes used of the same CPU meanwhile
+            core_s = cpu[1][1][1] - cpu[0][1][1]
+            out["core_other"] = round(max(0.0, core_s - cpu_s) / wall, 3)
         out["cpu_us_per_req"] = round(cpu_s * 1e6 / run.ok, 1) if run.ok else None
     if args.stream:
         out.update({"ttfc_p50_ms": ms(pct(ttfc, 0.5)), "ttfc_p90_ms": ms(pct(ttfc, 0.9)),
@@ -296,6 +315,8 @@ def main() -> int:
     ap.add_argument("--expect", default=None, help="substring every 200 body must contain")
     ap.add_argument("--cpu-pid", type=int, default=0,
                     help="also report this process's CPU use over the measured window")
+    ap.add_argument("--cpu-core", type=int, default=None,
+                    help="with --cpu-pid: the CPU it is pinned to; report others' use of it")
     args = ap.parse_args()
     with open(args.body_file, "rb") as f:
         body = f.read()

@@ -137,7 +137,7 @@ def sse_events(req: dict, raw_len: int, chat: bool, nchunks: int) -> list[bytes]
 
 
 class Upstream(asyncio.Protocol):
-    __slots__ = ("buf", "busy", "closed", "transport")
+    __slots__ = ("buf", "busy", "closed", "task", "transport")
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport: asyncio.Transport = transport  # type: ignore[assignment]
@@ -259,7 +259,7 @@ class Upstream(asyncio.Protocol):
     def stream(self, frames: list[bytes], close: bool) -> None:
         if Settings.chunk_delay_s > 0:
             self.busy = True
-            asyncio.ensure_future(self.stream_slowly(frames, close))
+            self.task = asyncio.ensure_future(self.stream_slowly(frames, close))
             return
         # One write per SSE event so the client sees them as separate arrivals.
         w = self.transport.write

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator
 
@@ -13,15 +15,30 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gateway.api import admin_keys, admin_policies, admin_teams, health, v1
+from gateway.api import (
+    admin_keys,
+    admin_policies,
+    admin_spend,
+    admin_teams,
+    admin_templates,
+    health,
+    v1,
+)
+from gateway.api import audit as audit_api
+from gateway.api import metrics as metrics_api
 from gateway.api.middleware import RequestIdMiddleware
 from gateway.api.services import Services
+from gateway.audit.bodies import BodyRecorder
+from gateway.audit.gate import AuditDurabilityMiddleware, AuditGate
 from gateway.config import LoadedConfig, load_config
 from gateway.errors import GatewayError, InternalError, MethodNotAllowed, NotFound
+from gateway.limits.limiter import Limiter
+from gateway.limits.stage import Limits
 from gateway.offline_data import price_map_path, use_offline_tiktoken
+from gateway.pii.stage import PiiStage, pii_hash_key
 from gateway.pipeline import audit_event
 from gateway.pipeline.auth import Authenticator
-from gateway.pipeline.v1 import ModelAccess, NoTemplates, V1Pipeline, error_response
+from gateway.pipeline.v1 import ModelAccess, V1Pipeline, error_response
 from gateway.policies.store import policies_for
 from gateway.pricing import PriceBook
 from gateway.providers.demo import DemoProvider
@@ -33,6 +50,13 @@ from gateway.storage.audit_writer import AuditWriter
 from gateway.storage.engine import create_engine
 from gateway.storage.keys import KeyStore, TeamStore
 from gateway.telemetry.metrics import Metrics
+from gateway.telemetry.recorder import MetricsRecorder
+from gateway.telemetry.tracing import TraceRecorder, Tracing, TracingMiddleware
+from gateway.templates.files import prompt_files_for
+from gateway.templates.registry import TemplateRegistry
+from gateway.templates.stage import TemplateStage
+from gateway.templates.store import TemplateStore
+from gateway.ui import routes as ui_routes
 
 log = logging.getLogger("gateway")
 
@@ -44,18 +68,42 @@ def build_services(settings: Settings, config: LoadedConfig) -> Services:
     keys = KeyStore(engine)
     admin_key = settings.admin_key.get_secret_value() if settings.admin_key else None
     auth = Authenticator(keys, admin_key, settings.key_cache_ttl_s)
-    providers = {"demo": DemoProvider(), "direct": OpenAICompatProvider(),
-                 "litellm": LiteLLMProvider()}
-    router = Router(config, providers)
+    tracing = Tracing.from_environment(capture_content=settings.trace_content)
+    # Wrapped so each provider attempt is a trace span (a no-op when tracing is off).
+    providers = tracing.wrap_providers({"demo": DemoProvider(), "direct": OpenAICompatProvider(),
+                                        "litellm": LiteLLMProvider()})
+    router = Router(config, providers, metrics=metrics,
+                    price_map=price_map_path(settings.litellm_data_dir))
     prices = PriceBook.build(config, price_map_path(settings.litellm_data_dir))
+    limiter = Limiter.build(settings, config, engine, prices, metrics)
+    hmac_key = settings.audit_hmac_key.get_secret_value().encode() \
+        if settings.audit_hmac_key else None
     audit = AuditWriter(engine, batch_size=settings.audit_batch_size,
-                        flush_interval_s=settings.audit_flush_interval_ms / 1000)
+                        flush_interval_s=settings.audit_flush_interval_ms / 1000,
+                        spool_dir=config.path(config.audit.spool_dir),
+                        spool_max_bytes=config.audit.spool_max_mb * 1024 * 1024,
+                        on_store_error=config.audit.on_store_error,
+                        fsync=settings.audit_spool_fsync, hmac_key=hmac_key,
+                        replica_hint=settings.replica_id,
+                        body_limit=settings.audit_body_max_chars, metrics=metrics)
     policies = policies_for(config)
-    stages = [NoTemplates(), ModelAccess(router, policies)]
-    pipeline = V1Pipeline(config, auth, router, prices, audit, stages)
+    hash_key = pii_hash_key(settings)
+    templates = TemplateRegistry(TemplateStore(engine),
+                                 max_output_chars=config.server.max_body_bytes)
+    # The template stage runs before model access: a template may supply the model.
+    # The audit gate comes first: nothing goes upstream when no audit record could be made.
+    stages = [AuditGate(audit), TemplateStage(templates, config.server),
+              ModelAccess(router, policies),
+              Limits(limiter), PiiStage(hash_key, metrics)]
+    observers = [BodyRecorder(config.audit.bodies), MetricsRecorder(metrics, router.models())]
+    if tracing.enabled:
+        observers.append(TraceRecorder(tracing))
+    pipeline = V1Pipeline(config, auth, router, prices, audit, stages, observers=observers)
     return Services(settings=settings, config=config, engine=engine, keys=keys,
                     teams=TeamStore(engine), auth=auth, router=router, audit=audit, v1=pipeline,
-                    policies=policies, metrics=metrics)
+                    limits=limiter,
+                    policies=policies, templates=templates, metrics=metrics, tracing=tracing,
+                    pii_hash_key=hash_key)
 
 
 async def _check_schema(svc: Services) -> None:
@@ -103,19 +151,34 @@ def create_app(settings: Settings | None = None, config: LoadedConfig | None = N
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await _check_schema(svc)
+        # prompts/ -> SQL before serving; a bad file stops the start (ConfigError lines)
+        await svc.templates.startup(prompt_files_for(svc.config, svc.templates.env))
         await svc.audit.start()
+        await svc.limits.start()
+        # Start-up objects live for the whole process: keep them out of every GC pass
+        # (a full pass over them was the p99 tail under load).
+        gc.collect()
+        gc.freeze()
         log.info("gateway ready", extra={"models": svc.router.models()})
         try:
             yield
         finally:
+            await svc.templates.stop()
+            await svc.limits.stop()
             await svc.audit.stop()
+            if svc.tracing is not None:
+                await asyncio.to_thread(svc.tracing.shutdown)
             await svc.router.close()
             await svc.engine.dispose()
 
+    tracing_middleware = [Middleware(TracingMiddleware, tracing=svc.tracing)] \
+        if svc.tracing is not None and svc.tracing.enabled else []
     app = Starlette(
         routes=[*v1.routes, *admin_keys.routes, *admin_teams.routes, *admin_policies.routes,
-                *health.routes],
-        middleware=[Middleware(RequestIdMiddleware)],
+                *admin_templates.routes, *admin_spend.routes, *health.routes, *audit_api.routes,
+                *metrics_api.routes, *ui_routes.routes],
+        middleware=[Middleware(RequestIdMiddleware), *tracing_middleware,
+                    Middleware(AuditDurabilityMiddleware, writer=svc.audit)],
         exception_handlers={HTTPException: _http_exception, Exception: _unhandled},
         lifespan=lifespan,
     )

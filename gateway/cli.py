@@ -9,21 +9,25 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from gateway.commands import audit as audit_commands
 from gateway.commands import keys as keys_commands
+from gateway.commands import templates as templates_commands
 from gateway.config import ConfigError, LoadedConfig, load_config
 from gateway.settings import Settings
 
 # Feature command groups; each module has `register(subparsers)`.
-COMMAND_MODULES = (keys_commands,)
+COMMAND_MODULES = (keys_commands, templates_commands, audit_commands)
 
 
 def _load(settings: Settings) -> LoadedConfig:
     """The config and every file it points at (policies, …); exit 1 listing each problem."""
     from gateway.policies.store import policies_for
+    from gateway.templates.files import prompt_files_for
 
     try:
         config = load_config(settings.config)
         policies_for(config)
+        prompt_files_for(config)
         return config
     except ConfigError as exc:
         for line in exc.lines:

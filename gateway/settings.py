@@ -30,6 +30,18 @@ class Settings(BaseSettings):
     audit_batch_size: int = 500
     audit_flush_interval_ms: int = 50
     audit_hmac_key: SecretStr | None = None
+    # Key of the PII `hash` action (HMAC-SHA256). Set it (the same on every replica) for
+    # stable hashes; when unset a key is derived from GATEWAY_AUDIT_HMAC_KEY or
+    # GATEWAY_ADMIN_KEY, else a random one per process.
+    pii_hash_key: SecretStr | None = None
+    # The audit spool fsyncs each group commit (off: written, not synced; survives a crash
+    # of the process but not of the machine). Bodies are kept up to this many characters.
+    audit_spool_fsync: bool = True
+    audit_body_max_chars: int = 65536
+    # Names this replica's audit hash chain (`<replica_id>-<6 hex>`); default: the host name.
+    replica_id: str | None = None
+    # Put prompt and answer text on trace spans (gen_ai.input/output.messages): off by default.
+    trace_content: bool = False
     # Where the gateway looks for litellm's offline data (price map, tokenizer files);
     # found automatically next to the installed litellm package when unset.
     litellm_data_dir: Path | None = None

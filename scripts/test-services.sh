@@ -284,6 +284,10 @@ unset GATEWAY_TEST_POSTGRES_URL GATEWAY_TEST_POSTGRES_ADMIN_URL GATEWAY_TEST_RED
 mapfile -t PORTS < <(free_ports 2)
 start_postgres "${PORTS[0]}" || log "PostgreSQL unavailable: GATEWAY_TEST_POSTGRES_URL left unset"
 start_redis "${PORTS[1]}" || log "Redis unavailable: GATEWAY_TEST_REDIS_URL left unset"
+# The UI tests drive Debian's Chromium (Playwright's own browser download fails offline).
+if ! command -v chromium >/dev/null 2>&1; then
+    apt_install chromium || log "Chromium unavailable: the browser tests will skip"
+fi
 export GATEWAY_TEST_PG_CTL="$SCRIPT_DIR/pg-ctl.sh"
 
 if (($# == 0)); then

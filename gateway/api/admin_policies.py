@@ -10,7 +10,10 @@ from gateway.api.admin_auth import admin_endpoint
 from gateway.api.http import json_response, services
 from gateway.config import ConfigError
 from gateway.context import Principal
-from gateway.errors import InvalidRequest, NotFound
+from gateway.errors import GatewayError, InvalidRequest, NotFound, RedactionUnavailable
+from gateway.pii.actions import Redactor, scan
+from gateway.pii.detectors import detect
+from gateway.pipeline.body import parse_object, read_body
 from gateway.storage.keys import principal_from_row, team_from_row
 
 
@@ -46,7 +49,41 @@ async def reload(request: Request, principal: Principal) -> Response:
     return json_response({"policies": current.names()})
 
 
+@admin_endpoint()
+async def dry_run(request: Request, principal: Principal) -> Response:
+    """What a policy's input PII rules do to a text; `findings` has every detection."""
+    svc = services(request)
+    body = parse_object(await read_body(request, svc.config.server.max_body_bytes))
+    text, name = body.get("text"), body.get("policy", "default")
+    if not isinstance(text, str):
+        raise InvalidRequest("'text' must be a string", param="text", code="invalid_value")
+    if not isinstance(name, str):
+        raise InvalidRequest("'policy' must be a policy name", param="policy",
+                             code="invalid_value")
+    unknown = set(body) - {"text", "policy"}
+    if unknown:
+        raise InvalidRequest(f"unknown field {sorted(unknown)[0]!r}", param=sorted(unknown)[0],
+                             code="invalid_value")
+    policy = svc.policies.current.policies.get(name)
+    if policy is None:
+        raise NotFound(f"no policy named {name!r}", param="policy")
+    rules = dict(policy.pii.input) if policy.pii else {}
+    try:
+        found = detect(text)
+        redacted = scan(text, {k: v for k, v in rules.items() if v != "block"},
+                        Redactor(svc.pii_hash_key)).text
+    except GatewayError:
+        raise
+    except Exception:  # the same fail-closed answer as the request path
+        raise RedactionUnavailable("PII detection failed") from None
+    findings = [{"kind": f.kind, "start": f.start, "end": f.end,
+                 "action": rules.get(f.kind, "allow")} for f in found]
+    return json_response({"text": redacted, "findings": findings,
+                          "blocked": any(f["action"] == "block" for f in findings)})
+
+
 routes = [
+    Route("/admin/policies/dry-run", dry_run, methods=["POST"]),
     Route("/admin/policies/effective", effective, methods=["GET"]),
     Route("/admin/policies/reload", reload, methods=["POST"]),
 ]

@@ -27,8 +27,14 @@ async def readyz(request: Request) -> Response:
     except Exception as exc:  # any failure means not ready; the reason is the class name only
         checks["database"] = f"unreachable ({type(exc).__name__})"
     ready = all(v == "ok" for v in checks.values())
-    return json_response({"status": "ready" if ready else "not_ready", "checks": checks},
-                         status_code=200 if ready else 503)
+    # Redis is reported, never a reason to be unready: without it every replica falls back
+    # as `limits.on_redis_error` says (local share, open, or 429 from the replica itself).
+    limiter = svc.limits.status()
+    if "redis" in limiter:
+        checks["redis"] = limiter["redis"] if limiter["redis"] == "ok" else \
+            f"unreachable (limits.on_redis_error: {limiter['on_redis_error']})"
+    return json_response({"status": "ready" if ready else "not_ready", "checks": checks,
+                          "limiter": limiter}, status_code=200 if ready else 503)
 
 
 routes = [

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.config import LoadedConfig
+from gateway.limits.limiter import Limiter
 from gateway.pipeline.auth import Authenticator
 from gateway.pipeline.v1 import V1Pipeline
 from gateway.policies.store import PolicyRegistry
@@ -15,6 +16,8 @@ from gateway.settings import Settings
 from gateway.storage.audit_writer import AuditWriter
 from gateway.storage.keys import KeyStore, TeamStore
 from gateway.telemetry.metrics import Metrics
+from gateway.telemetry.tracing import Tracing
+from gateway.templates.registry import TemplateRegistry
 
 
 @dataclass
@@ -28,5 +31,9 @@ class Services:
     router: Router
     audit: AuditWriter
     v1: V1Pipeline
+    limits: Limiter
     policies: PolicyRegistry
+    templates: TemplateRegistry
     metrics: Metrics
+    tracing: Tracing | None = None
+    pii_hash_key: bytes = b""

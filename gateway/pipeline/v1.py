@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import orjson
@@ -79,19 +79,10 @@ class ModelAccess:
                             code="model_not_allowed")
 
 
-class NoTemplates:
-    """Until templates are configured, a request naming one gets a clear 400."""
-
-    async def before(self, state: RequestState) -> None:
-        template = state.body.get("template")
-        if template is not None:
-            raise InvalidRequest(f"unknown template {template.get('name')!r}",
-                                 param="template.name", code="template_not_found")
-
-
 class V1Pipeline:
     def __init__(self, config: LoadedConfig, auth: Authenticator, router: Router,
-                 prices: PriceBook, audit: AuditWriter, stages: Sequence[Stage]) -> None:
+                 prices: PriceBook, audit: AuditWriter, stages: Sequence[Stage],
+                 observers: Sequence[Callable[[RequestState], None]] = ()) -> None:
         self.config = config
         self.server = config.server
         self.auth = auth
@@ -99,6 +90,9 @@ class V1Pipeline:
         self.prices = prices
         self.audit = audit
         self.stages = list(stages)
+        # Run once per request after the event is finished, before it is submitted (audit
+        # bodies, metrics, trace attributes); sync, like finishers.
+        self.observers = list(observers)
 
     async def authenticate(self, request: Request) -> Principal:
         principal = await self.auth.authenticate(request.headers.get("authorization"))
@@ -153,6 +147,11 @@ class V1Pipeline:
         if state.audit_response_body is not None:
             event["response_body"] = state.audit_response_body
         audit_event.finish(event, status, error_code)
+        for observer in self.observers:
+            try:
+                observer(state)
+            except Exception:  # telemetry must not lose the audit event
+                log.exception("request observer failed")
         self.audit.submit(event)
 
     @staticmethod
@@ -197,6 +196,7 @@ class V1Pipeline:
         self._record_usage(state, result.get("usage"))
         for output_filter in state.output_filters:
             result = output_filter.response(result)
+        state.extra["response_body"] = result  # the answer as the client gets it (audit)
         state.event["first_byte_at"] = utcnow()
         return Response(orjson.dumps(result), media_type=_JSON, headers=state.headers or None)
 
@@ -267,6 +267,7 @@ class V1Pipeline:
             event["partial"] = True
             raise
         finally:
+            state.extra["response_text"] = "".join(text)  # what the client got (audit)
             if usage is not None:
                 self._record_usage(state, usage)
             else:

@@ -59,7 +59,7 @@ def load_policy_file(path: Path, shown: str) -> tuple[Policy | None, list[str]]:
     if not isinstance(data, dict):
         return None, [f"{shown}: (top level): must be a mapping"]
     try:
-        return Policy.model_validate(data), []
+        policy = Policy.model_validate(data)
     except ValidationError as exc:
         lines = []
         for err in exc.errors():
@@ -72,6 +72,14 @@ def load_policy_file(path: Path, shown: str) -> tuple[Policy | None, list[str]]:
                 loc = tuple(p for p in loc if p != "[key]")
             lines.append(f"{shown}: {_dotted(loc)}: {reason}")
         return None, lines
+    if policy.pii is not None:
+        from gateway.pii.policy import PiiPolicyError, parse_pii_policy
+
+        try:  # the PII engine's own checks (e.g. person/location need the NER detector)
+            parse_pii_policy(policy.pii.model_dump())
+        except PiiPolicyError as exc:
+            return None, [f"{shown}: {line}" for line in exc.lines]
+    return policy, []
 
 
 class PolicySet:

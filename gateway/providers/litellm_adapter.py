@@ -5,11 +5,13 @@ goes through the litellm SDK here, and only here. litellm is imported on first u
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from collections.abc import AsyncIterator
 from typing import Any
 
 from gateway.providers.base import Endpoint, ProviderError, Target
+from gateway.providers.summary import scrub
 
 
 def _import_litellm() -> Any:
@@ -44,37 +46,44 @@ class LiteLLMProvider:
     async def close(self) -> None:
         return None
 
-    def _error(self, exc: Exception) -> ProviderError:
+    def _error(self, exc: BaseException, target: Target) -> ProviderError:
+        """litellm's exception tree -> one `ProviderError`, with a scrubbed one-line summary."""
         lib = self._litellm
-        status = getattr(exc, "status_code", None)
-        message = str(getattr(exc, "message", "") or exc).splitlines()[0][:300]
-        if lib is not None and isinstance(exc, lib.Timeout | asyncio.TimeoutError):
+        if isinstance(exc, TimeoutError) or (lib is not None and isinstance(exc, lib.Timeout)):
             return ProviderError("upstream timed out", kind="timeout")
         if lib is not None and isinstance(exc, lib.APIConnectionError):
             return ProviderError("cannot reach upstream", kind="connect")
+        status = getattr(exc, "status_code", None)
+        status = status if isinstance(status, int) else None
+        raw = str(getattr(exc, "message", "") or exc)
+        # litellm prefixes its own class names ("litellm.BadRequestError: OpenAIException - …")
+        detail = scrub(raw.split(" - ", 1)[-1] if " - " in raw else raw,
+                       (target.api_key, target.api_base))
+        code = ""
+        if lib is not None and isinstance(exc, lib.ContextWindowExceededError):
+            code = " (context_length_exceeded)"
+            status = status or 400
         retry_after = None
-        response = getattr(exc, "response", None)
-        headers = getattr(response, "headers", None)
+        headers = getattr(getattr(exc, "response", None), "headers", None)
         if headers is not None and headers.get("retry-after"):
             try:
-                retry_after = float(headers.get("retry-after"))
+                retry_after = max(0.0, float(headers.get("retry-after")))
             except ValueError:
                 retry_after = None
-        return ProviderError(f"upstream answered {status}: {message}"
-                             if status else f"upstream failed: {message}",
-                             status=status if isinstance(status, int) else None,
-                             kind="http" if isinstance(status, int) else "protocol",
+        return ProviderError(f"upstream answered {status}{code}: {detail}"
+                             if status else f"upstream failed: {detail}",
+                             status=status, kind="http" if status else "protocol",
                              retry_after_s=retry_after)
 
     def _kwargs(self, body: dict[str, Any], target: Target) -> dict[str, Any]:
         kwargs = {k: v for k, v in body.items() if k not in ("model", "stream")}
         kwargs["model"] = target.litellm_model
-        kwargs["timeout"] = target.timeout_s
+        kwargs["timeout"] = _timeout(target)
         if target.api_base:
             kwargs["api_base"] = target.api_base
         if target.api_key:
             kwargs["api_key"] = target.api_key
-        kwargs["num_retries"] = 0
+        kwargs["num_retries"] = 0  # the router retries, across deployments
         return kwargs
 
     async def call(self, endpoint: Endpoint, body: dict[str, Any], target: Target
@@ -82,14 +91,16 @@ class LiteLLMProvider:
         lib = await self._lib()
         kwargs = self._kwargs(body, target)
         try:
-            if endpoint == "chat":
-                result = await lib.acompletion(**kwargs)
-            elif endpoint == "completions":
-                result = await lib.atext_completion(**kwargs)
-            else:
-                result = await lib.aembedding(**kwargs)
+            # litellm's own timeout is per HTTP read for some providers: bound the whole try
+            async with asyncio.timeout(target.timeout_s):
+                if endpoint == "chat":
+                    result = await lib.acompletion(**kwargs)
+                elif endpoint == "completions":
+                    result = await lib.atext_completion(**kwargs)
+                else:
+                    result = await lib.aembedding(**kwargs)
         except Exception as exc:  # litellm raises its own tree; map it once, here
-            raise self._error(exc) from None
+            raise self._error(exc, target) from None
         out = _as_dict(result)
         out.pop("_hidden_params", None)
         out.pop("_response_ms", None)
@@ -97,6 +108,8 @@ class LiteLLMProvider:
 
     async def stream(self, endpoint: Endpoint, body: dict[str, Any], target: Target
                      ) -> AsyncIterator[dict[str, Any]]:
+        """Like `OpenAICompatProvider.stream`: first chunk within `first_token_timeout_s` of
+        the call, then at most `idle_timeout_s` between chunks; closing it closes the upstream."""
         if endpoint == "embeddings":
             raise ProviderError("embeddings cannot stream", status=400)
         lib = await self._lib()
@@ -104,24 +117,57 @@ class LiteLLMProvider:
         kwargs["stream"] = True
         kwargs["stream_options"] = {"include_usage": True}
         call = lib.acompletion if endpoint == "chat" else lib.atext_completion
+        response: Any = None
         try:
-            async with asyncio.timeout(target.first_token_timeout_s):
-                response = await call(**kwargs)
-                iterator = response.__aiter__()
-                first = await iterator.__anext__()
-        except StopAsyncIteration:
-            return
-        except Exception as exc:
-            raise self._error(exc) from None
-        yield _as_dict(first)
-        while True:
             try:
-                async with asyncio.timeout(target.idle_timeout_s):
-                    chunk = await iterator.__anext__()
+                async with asyncio.timeout(target.first_token_timeout_s):
+                    response = await call(**kwargs)
+                    iterator = response.__aiter__()
+                    first = await iterator.__anext__()
             except StopAsyncIteration:
                 return
             except TimeoutError:
-                raise ProviderError("upstream stream stalled", kind="timeout") from None
+                raise ProviderError(f"upstream sent no first chunk within "
+                                    f"{target.first_token_timeout_s:g} s",
+                                    kind="timeout") from None
             except Exception as exc:
-                raise self._error(exc) from None
-            yield _as_dict(chunk)
+                raise self._error(exc, target) from None
+            yield _as_dict(first)
+            while True:
+                try:
+                    async with asyncio.timeout(target.idle_timeout_s):
+                        chunk = await iterator.__anext__()
+                except StopAsyncIteration:
+                    return
+                except TimeoutError:
+                    raise ProviderError(f"upstream stalled for {target.idle_timeout_s:g} s",
+                                        kind="timeout") from None
+                except Exception as exc:
+                    raise self._error(exc, target) from None
+                yield _as_dict(chunk)
+        finally:
+            await _close_response(response)
+
+
+def _timeout(target: Target) -> Any:
+    """litellm takes an `httpx.Timeout` (connect and total) where a provider supports it."""
+    try:
+        import httpx
+    except ImportError:  # pragma: no cover - litellm depends on httpx
+        return target.timeout_s
+    return httpx.Timeout(target.timeout_s, connect=target.connect_timeout_s)
+
+
+async def _close_response(response: Any) -> None:
+    """Close litellm's stream wrapper (and so its HTTP response) when we stop reading early."""
+    if response is None:
+        return
+    for name in ("aclose", "close"):
+        close = getattr(response, name, None)
+        if close is None:
+            continue
+        with contextlib.suppress(Exception):  # closing a broken stream must not mask anything
+            result = close()
+            if asyncio.iscoroutine(result):
+                await result
+        return

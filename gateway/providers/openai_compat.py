@@ -14,6 +14,7 @@ import aiohttp
 import orjson
 
 from gateway.providers.base import Endpoint, ProviderError, Target
+from gateway.providers.summary import scrub
 
 # Providers that speak the OpenAI protocol, with their public base URL when they have one.
 DIRECT_PROVIDERS: dict[str, str | None] = {
@@ -48,20 +49,25 @@ def _retry_after(headers: Any) -> float | None:
         return None
 
 
-def _error_message(status: int, raw: bytes) -> str:
-    """A short summary of the upstream's error, never its whole body."""
-    detail = ""
+def _error_message(status: int, raw: bytes, target: Target) -> str:
+    """A short, scrubbed summary of the upstream's error (its code and message), never its body."""
+    detail = code = ""
     try:
         parsed = orjson.loads(raw)
         err = parsed.get("error") if isinstance(parsed, dict) else None
         if isinstance(err, dict):
             detail = str(err.get("message") or "")
+            code = str(err.get("code") or err.get("type") or "")
         elif isinstance(err, str):
             detail = err
+        elif isinstance(parsed, dict) and isinstance(parsed.get("detail"), str):
+            detail = parsed["detail"]  # vLLM / FastAPI style
     except orjson.JSONDecodeError:
         pass
-    detail = detail[:300]
-    return f"upstream answered {status}" + (f": {detail}" if detail else "")
+    detail = scrub(detail, (target.api_key, target.api_base))
+    code = scrub(code[:60])
+    return (f"upstream answered {status}" + (f" ({code})" if code else "")
+            + (f": {detail}" if detail else ""))
 
 
 class OpenAICompatProvider:
@@ -102,52 +108,66 @@ class OpenAICompatProvider:
             async with self._client().post(url, data=data, headers=headers,
                                            timeout=timeout) as resp:
                 raw = await resp.read()
-                if resp.status >= 400:
-                    raise ProviderError(_error_message(resp.status, raw[:_ERROR_BODY_LIMIT]),
-                                        status=resp.status,
-                                        retry_after_s=_retry_after(resp.headers))
+                status = resp.status
+                if status >= 400:
+                    raise ProviderError(_error_message(status, raw[:_ERROR_BODY_LIMIT], target),
+                                        status=status, retry_after_s=_retry_after(resp.headers))
         except TimeoutError:
-            raise ProviderError("upstream timed out", kind="timeout") from None
+            raise ProviderError(f"upstream did not answer within {target.timeout_s:g} s",
+                                kind="timeout") from None
         except aiohttp.ClientConnectionError as exc:
-            raise ProviderError(f"cannot reach upstream ({type(exc).__name__})",
-                                kind="connect") from None
+            raise ProviderError(_connection_failure(exc), kind="connect") from None
+        except aiohttp.ClientPayloadError:
+            raise ProviderError("upstream connection dropped mid-answer", kind="protocol") from None
         try:
             parsed = orjson.loads(raw)
         except orjson.JSONDecodeError:
             raise ProviderError("upstream sent a body that is not JSON", kind="protocol",
-                                status=resp.status) from None
+                                status=status) from None
         if not isinstance(parsed, dict):
             raise ProviderError("upstream sent an unexpected body", kind="protocol")
         return parsed
 
     async def stream(self, endpoint: Endpoint, body: dict[str, Any], target: Target
                      ) -> AsyncIterator[dict[str, Any]]:
+        """Chunks as dicts. The first must arrive within `first_token_timeout_s` of the call
+        (connecting and the response headers included), each next one within `idle_timeout_s`.
+        Closing the iterator (or cancelling the task reading it) closes the upstream connection.
+        """
         url, data, headers = self._request(endpoint, {**body, "stream": True,
                                                       "stream_options": {"include_usage": True}},
                                            target)
+        loop = asyncio.get_running_loop()
+        first_deadline = loop.time() + target.first_token_timeout_s
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=target.connect_timeout_s)
         try:
-            async with asyncio.timeout(target.first_token_timeout_s):
+            async with asyncio.timeout_at(first_deadline):
                 resp = await self._client().post(url, data=data, headers=headers,
                                                  timeout=timeout)
         except TimeoutError:
-            raise ProviderError("upstream sent no first byte in time", kind="timeout") from None
+            raise ProviderError(f"upstream sent no first byte within "
+                                f"{target.first_token_timeout_s:g} s", kind="timeout") from None
         except aiohttp.ClientConnectionError as exc:
-            raise ProviderError(f"cannot reach upstream ({type(exc).__name__})",
-                                kind="connect") from None
+            raise ProviderError(_connection_failure(exc), kind="connect") from None
         try:
             if resp.status >= 400:
-                raw = await resp.content.read(_ERROR_BODY_LIMIT)
-                raise ProviderError(_error_message(resp.status, raw), status=resp.status,
+                try:
+                    async with asyncio.timeout_at(first_deadline):
+                        raw = await resp.content.read(_ERROR_BODY_LIMIT)
+                except TimeoutError:
+                    raw = b""
+                raise ProviderError(_error_message(resp.status, raw, target), status=resp.status,
                                     retry_after_s=_retry_after(resp.headers))
             first = True
             while True:
-                limit = target.first_token_timeout_s if first else target.idle_timeout_s
+                when = first_deadline if first else loop.time() + target.idle_timeout_s
                 try:
-                    async with asyncio.timeout(limit):
+                    async with asyncio.timeout_at(when):
                         line = await resp.content.readline()
                 except TimeoutError:
-                    raise ProviderError("upstream stream stalled", kind="timeout") from None
+                    what = (f"sent no first chunk within {target.first_token_timeout_s:g} s"
+                            if first else f"stalled for {target.idle_timeout_s:g} s")
+                    raise ProviderError(f"upstream {what}", kind="timeout") from None
                 if not line:
                     raise ProviderError("upstream closed the stream before [DONE]",
                                         kind="protocol")
@@ -164,7 +184,8 @@ class OpenAICompatProvider:
                 if isinstance(chunk, dict) and "error" in chunk and "choices" not in chunk:
                     err = chunk["error"]
                     msg = err.get("message") if isinstance(err, dict) else str(err)
-                    raise ProviderError(f"upstream failed mid-stream: {str(msg)[:300]}",
+                    raise ProviderError("upstream failed mid-stream: "
+                                        + scrub(str(msg), (target.api_key, target.api_base)),
                                         kind="protocol")
                 first = False
                 yield chunk
@@ -172,7 +193,15 @@ class OpenAICompatProvider:
             raise ProviderError("upstream connection dropped mid-stream",
                                 kind="protocol") from None
         except aiohttp.ClientConnectionError as exc:
-            raise ProviderError(f"upstream connection failed ({type(exc).__name__})",
-                                kind="connect") from None
+            raise ProviderError(_connection_failure(exc), kind="connect") from None
         finally:
             resp.release() if resp.content.at_eof() else resp.close()
+
+
+def _connection_failure(exc: aiohttp.ClientConnectionError) -> str:
+    """Which kind of connection failure, without the host, port or OS error text."""
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "upstream closed the connection without an answer"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return "cannot connect to upstream"
+    return f"upstream connection failed ({type(exc).__name__})"

@@ -68,17 +68,17 @@ api_keys = Table(
 audit_events = Table(
     "audit_events",
     metadata,
-    Column("id", String(32), primary_key=True),
+    Column("id", String(32), primary_key=True),  # time-ordered: sorting by id = newest first
     Column("request_id", String(128), nullable=False, index=True),
     Column("received_at", DateTime, nullable=False, index=True),
     Column("first_byte_at", DateTime, nullable=True),
     Column("completed_at", DateTime, nullable=True),
-    Column("key_id", String(32), nullable=True, index=True),
+    Column("key_id", String(32), nullable=True),
     Column("key_name", String(128), nullable=True),
-    Column("team", String(128), nullable=True, index=True),
+    Column("team", String(128), nullable=True),
     Column("user", String(256), nullable=True),
     Column("endpoint", String(64), nullable=False),
-    Column("model_requested", String(256), nullable=True, index=True),
+    Column("model_requested", String(256), nullable=True),
     Column("model_served", String(256), nullable=True),
     Column("deployment", String(256), nullable=True),
     Column("attempts", Integer, nullable=False, default=0),
@@ -90,7 +90,7 @@ audit_events = Table(
     Column("total_tokens", Integer, nullable=True),
     Column("cost_nanos", BigInteger, nullable=True),
     Column("latency_ms", Float, nullable=True),
-    Column("status_code", Integer, nullable=False, index=True),
+    Column("status_code", Integer, nullable=False),
     Column("error_code", String(64), nullable=True),
     Column("pii", JSON, nullable=True),
     Column("stream", Boolean, nullable=False, default=False),
@@ -98,10 +98,24 @@ audit_events = Table(
     Column("partial", Boolean, nullable=False, default=False),
     Column("usage_source", String(16), nullable=True),
     Column("cost_estimated", Boolean, nullable=False, default=False),
+    # The hash chain: each replica (one local spool) numbers its events 1, 2, 3, ... in `seq`;
+    # `hash` covers the canonical encoding of the row (and its bodies) and `prev_hash`.
     Column("replica", String(64), nullable=True),
+    Column("seq", BigInteger, nullable=True),
     Column("prev_hash", String(64), nullable=True),
     Column("hash", String(64), nullable=True),
-    Index("ix_audit_events_team_received_at", "team", "received_at"),
+    # One index per audit filter, ending in `id` so "filter, newest first, LIMIT n" is a range
+    # scan; the chain index serves verify and purge.
+    Index("ix_audit_events_key_id_id", "key_id", "id"),
+    Index("ix_audit_events_team_id", "team", "id"),
+    Index("ix_audit_events_user_id", "user", "id"),
+    Index("ix_audit_events_model_requested_id", "model_requested", "id"),
+    Index("ix_audit_events_model_served_id", "model_served", "id"),
+    Index("ix_audit_events_deployment_id", "deployment", "id"),
+    Index("ix_audit_events_template_name_id", "template_name", "id"),
+    Index("ix_audit_events_status_code_id", "status_code", "id"),
+    Index("ix_audit_events_error_code_id", "error_code", "id"),
+    Index("ix_audit_events_replica_seq", "replica", "seq"),
 )
 
 audit_bodies = Table(
@@ -111,4 +125,32 @@ audit_bodies = Table(
            primary_key=True),
     Column("request_body", Text, nullable=True),
     Column("response_body", Text, nullable=True),
+)
+
+# The PII kinds found in an event, one row per kind: the `pii_kind` filter reads this index
+# instead of parsing every event's `pii` JSON. Derived data: not part of the hash chain.
+audit_pii = Table(
+    "audit_pii",
+    metadata,
+    Column("event_id", String(32), ForeignKey("audit_events.id", ondelete="CASCADE"),
+           primary_key=True),
+    Column("kind", String(32), primary_key=True),
+    Index("ix_audit_pii_kind_event_id", "kind", "event_id"),
+)
+
+# Written by `gateway audit purge`: where each replica's chain now starts (the last purged
+# event's seq and hash), so the rest of the chain stays verifiable. `mac` is an HMAC over the
+# row when an audit HMAC key is configured.
+audit_checkpoints = Table(
+    "audit_checkpoints",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("replica", String(64), nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("hash", String(64), nullable=False),
+    Column("events_purged", BigInteger, nullable=False),
+    Column("cutoff", DateTime, nullable=False),
+    Column("created_at", DateTime, nullable=False),
+    Column("mac", String(64), nullable=True),
+    Index("ix_audit_checkpoints_replica_seq", "replica", "seq"),
 )

@@ -45,6 +45,12 @@ class Metrics:
                                        "Audit events waiting to be written", registry=r)
         self.audit_spool_bytes = Gauge("gateway_audit_spool_bytes",
                                        "Bytes held in the local audit spool", registry=r)
+        self.audit_durable_wait = Histogram("gateway_audit_durable_wait_seconds",
+                                            "Time a response was held until its audit event "
+                                            "was on disk (one group commit)",
+                                            buckets=(0.00025, 0.0005, 0.001, 0.0015, 0.002,
+                                                     0.003, 0.005, 0.0075, 0.01, 0.02, 0.05,
+                                                     0.1, 0.25, 1, 5), registry=r)
         self.audit_unavailable = Counter("gateway_audit_unavailable",
                                          "Requests refused because the audit record could not "
                                          "be made durable", registry=r)

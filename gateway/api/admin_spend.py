@@ -1,0 +1,75 @@
+"""`GET /admin/spend?group_by=key|team|model|template|day&since&until`: spend from the rollups.
+
+Admin keys see everything; a compliance key bound to a team sees that team only. Optional
+filters `team`, `key_id`, `model`. Times are ISO 8601 with `Z`; rollups are hourly, so
+`since` counts from the start of its hour. Reads are not audited.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from datetime import datetime
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from gateway.api.admin_auth import admin_endpoint
+from gateway.api.http import json_response, services
+from gateway.context import Principal
+from gateway.errors import InvalidRequest
+from gateway.limits.spend import GROUP_BY
+from gateway.pricing import usd
+from gateway.timeutil import parse_iso
+
+_PARAMS = frozenset({"group_by", "since", "until", "team", "key_id", "model"})
+
+
+def _bad(param: str, message: str) -> InvalidRequest:
+    return InvalidRequest(message, param=param, code="invalid_value")
+
+
+def _time(request: Request, name: str) -> datetime | None:
+    value = request.query_params.get(name)
+    if value is None:
+        return None
+    try:
+        return parse_iso(value)
+    except ValueError as exc:
+        raise _bad(name, f"{name!r}: {exc}") from None
+
+
+@admin_endpoint(roles=frozenset({"admin", "compliance"}))
+async def get_spend(request: Request, principal: Principal) -> Response:
+    params = request.query_params
+    unknown = sorted(set(params) - _PARAMS)
+    if unknown:
+        raise _bad(unknown[0], f"unknown query parameter {unknown[0]!r}; use "
+                   + ", ".join(sorted(_PARAMS)))
+    for name in _PARAMS:
+        if len(params.getlist(name)) > 1:
+            raise _bad(name, f"{name!r} may be given once")
+    group_by = params.get("group_by", "key")
+    if group_by not in GROUP_BY:
+        raise _bad("group_by", "'group_by' must be one of " + ", ".join(GROUP_BY))
+    since, until = _time(request, "since"), _time(request, "until")
+    if since is not None and until is not None and since > until:
+        raise _bad("since", "'since' is after 'until'")
+    team = params.get("team")
+    if principal.role == "compliance" and principal.team is not None:
+        if team is not None and team != principal.team:
+            raise _bad("team", "a compliance key may read its own team's spend only")
+        team = principal.team
+    svc = services(request)
+    spend = svc.limits.spend
+    with contextlib.suppress(Exception):  # the query below reports a database problem
+        await spend.flush()  # what this replica summed but has not written yet
+    rows = await spend.query(group_by, since=since, until=until, team=team,
+                             key_id=params.get("key_id"), model=params.get("model"))
+    data = [{"group": r["group"], "requests": r["requests"], "input_tokens": r["input_tokens"],
+             "output_tokens": r["output_tokens"], "cost_usd": usd(r["cost_nanos"])}
+            for r in rows]
+    return json_response({"data": data})
+
+
+routes = [Route("/admin/spend", get_spend, methods=["GET"])]

@@ -1,0 +1,110 @@
+"""Where the request path meets the audit spool: refuse before the upstream, hold the answer.
+
+- `AuditGate`, the first pipeline stage after auth: when no audit record can be made durable
+  (spool unwritable or full; with `on_store_error: closed`, the database down) the request is
+  refused with 503 `audit_unavailable` before anything is sent upstream.
+- `AuditDurabilityMiddleware` (pure ASGI): the events a request submits are awaited before
+  its answer goes out: a non-stream response's start is held until its event is on disk (a
+  few milliseconds: one group commit); a stream's last message likewise. If an event could
+  not be made durable after all, a response that has not started becomes 503
+  `audit_unavailable`. It also refuses admin changes (non-GET `/admin/…`) up front while the
+  audit spool is unavailable, since each of them must leave an event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gateway.audit.committer import current_tickets
+from gateway.errors import AuditUnavailable
+
+log = logging.getLogger("gateway.audit")
+
+_READS = frozenset({"GET", "HEAD", "OPTIONS"})
+_TICKET_TIMEOUT_S = 30.0
+
+
+class AuditGate:
+    """Pipeline stage: 503 `audit_unavailable` when the request could not be audited."""
+
+    def __init__(self, writer: Any) -> None:
+        self.writer = writer
+
+    async def before(self, state: Any) -> None:
+        reason = self.writer.unavailable()
+        if reason is not None:
+            raise AuditUnavailable(reason)
+
+
+async def _durable(tickets: list[asyncio.Future[bool]], writer: Any) -> bool:
+    started = time.perf_counter()
+    try:
+        async with asyncio.timeout(_TICKET_TIMEOUT_S):
+            results = await asyncio.gather(*tickets)
+    except TimeoutError:
+        log.error("audit events not durable in time", extra={"events": len(tickets)})
+        return False
+    metrics = getattr(writer, "metrics", None)
+    if metrics is not None:
+        metrics.audit_durable_wait.observe(time.perf_counter() - started)
+    return all(results)
+
+
+class AuditDurabilityMiddleware:
+    def __init__(self, app: ASGIApp, writer: Any) -> None:
+        self.app = app
+        self.writer = writer
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if scope["method"] not in _READS and scope["path"].startswith("/admin/"):
+            reason = self.writer.unavailable()
+            if reason is not None:
+                self.writer.count_refused()
+                await _send_unavailable(send, reason)
+                return
+        tickets: list[asyncio.Future[bool]] = []
+        token = current_tickets.set(tickets)
+        refused = False
+
+        async def send_durably(message: Message) -> None:
+            nonlocal refused
+            if refused:
+                return
+            kind = message["type"]
+            if kind == "http.response.start" and tickets and not _is_stream(message):
+                if not await _durable(list(tickets), self.writer):
+                    refused = True
+                    await _send_unavailable(
+                        send, "the audit record could not be made durable")
+                    return
+            elif kind == "http.response.body" and not message.get("more_body") and tickets:
+                await _durable(list(tickets), self.writer)  # streamed already: delay the end
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_durably)
+        finally:
+            current_tickets.reset(token)
+
+
+def _is_stream(message: Message) -> bool:
+    for name, value in message.get("headers") or ():
+        if name.lower() == b"content-type":
+            return value.startswith(b"text/event-stream")
+    return False
+
+
+async def _send_unavailable(send: Send, reason: str) -> None:
+    body = AuditUnavailable(reason).to_json()
+    await send({"type": "http.response.start", "status": 503,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})

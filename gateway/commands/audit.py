@@ -1,0 +1,172 @@
+"""`gateway audit query|export|verify|purge`: the audit API's reads, straight on the database.
+
+Filters are the API's, as options (`--key-id`, `--team`, `--status-code`, `--since`, …) and
+checked the same way. `verify` prints `{"ok", "events_checked", "first_bad_id"}` (and one line
+per chain on stderr) and exits 1 when a chain is broken. `purge` deletes events older than
+`audit.retention_days` (or `--days` / `--before`) in bounded batches and records the purge.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import Any
+
+import orjson
+
+from gateway.settings import Settings
+
+_FILTER_OPTIONS = ("key_id", "team", "user", "model_requested", "model_served", "deployment",
+                   "template_name", "status_code", "error_code", "request_id", "stream",
+                   "pii_kind", "since", "until")
+
+
+def _run(settings: Settings, work: Callable[[Any], Awaitable[Any]]) -> Any:
+    from gateway.storage.engine import create_engine
+
+    async def main() -> Any:
+        engine = create_engine(settings.database_url, pool_size=1)
+        try:
+            return await work(engine)
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(main())
+
+
+def _query(args: argparse.Namespace, settings: Settings, *, export: bool) -> Any:
+    from gateway.audit.query import parse_params, signer_from_settings
+    from gateway.errors import InvalidRequest
+
+    items = [(name, str(getattr(args, name))) for name in (*_FILTER_OPTIONS, "limit", "cursor")
+             if getattr(args, name, None) is not None]
+    try:
+        query = parse_params(items, signer=signer_from_settings(settings),
+                             max_limit=None if export else 1000,
+                             default_limit=None if export else 100)
+    except InvalidRequest as exc:
+        print(f"gateway audit: {exc.message}", file=sys.stderr)
+        raise SystemExit(2) from None
+    return query
+
+
+def cmd_query(args: argparse.Namespace, settings: Settings) -> int:
+    from gateway.audit.query import fetch_page, signer_from_settings
+
+    query = _query(args, settings, export=False)
+    signer = signer_from_settings(settings)
+    page = _run(settings, lambda engine: fetch_page(engine, query, signer))
+    print(orjson.dumps(page, option=orjson.OPT_INDENT_2).decode())
+    return 0
+
+
+def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
+    from gateway.audit.query import export_lines
+
+    query = _query(args, settings, export=True)
+
+    async def write(engine: Any) -> None:
+        out = open(args.output, "wb") if args.output else sys.stdout.buffer  # noqa: SIM115
+        try:
+            async for chunk in export_lines(engine, query, args.format):
+                out.write(chunk)
+        finally:
+            if args.output:
+                out.close()
+            else:
+                out.flush()
+
+    _run(settings, write)
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
+    from gateway.audit.chain import hasher_from_settings
+    from gateway.audit.verify import verify_chains
+
+    result = _run(settings, lambda engine: verify_chains(engine, hasher_from_settings(settings)))
+    print(orjson.dumps(result.as_api()).decode())
+    for chain in result.chains:
+        state = "ok" if chain.first_bad_id is None else \
+            f"BROKEN at {chain.first_bad_id}: {chain.reason}"
+        print(f"chain {chain.replica or '(none)'}: {chain.events_checked} events, {state}",
+              file=sys.stderr)
+    return 0 if result.ok else 1
+
+
+def cmd_purge(args: argparse.Namespace, settings: Settings) -> int:
+    from gateway.audit.chain import hasher_from_settings
+    from gateway.audit.purge import count_expired, purge
+    from gateway.config import ConfigError, load_config
+    from gateway.timeutil import iso, parse_iso, utcnow
+
+    if args.before is not None:
+        try:
+            cutoff = parse_iso(args.before)
+        except ValueError as exc:
+            print(f"gateway audit purge: --before: {exc}", file=sys.stderr)
+            return 2
+    else:
+        days = args.days
+        if days is None:
+            try:
+                days = load_config(settings.config).audit.retention_days
+            except ConfigError as exc:
+                for line in exc.lines:
+                    print(line, file=sys.stderr)
+                return 1
+        cutoff = utcnow() - timedelta(days=days)
+    if args.dry_run:
+        n = _run(settings, lambda engine: count_expired(engine, cutoff))
+        print(orjson.dumps({"cutoff": iso(cutoff), "expired": n, "dry_run": True}).decode())
+        return 0
+    hasher = hasher_from_settings(settings)
+    summary = _run(settings, lambda engine: purge(engine, hasher, cutoff,
+                                                  batch_size=args.batch_size))
+    print(orjson.dumps(summary).decode())
+    return 0
+
+
+def _add_filters(parser: argparse.ArgumentParser, *, paging: bool) -> None:
+    for name in _FILTER_OPTIONS:
+        parser.add_argument("--" + name.replace("_", "-"), dest=name,
+                            help="ISO 8601 UTC time" if name in ("since", "until") else None)
+    if paging:
+        parser.add_argument("--limit", type=int, help="page size (default 100, at most 1000)")
+        parser.add_argument("--cursor", help="next_cursor from the previous page")
+    else:
+        parser.add_argument("--limit", type=int, help="stop after this many events")
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def register(sub: Any) -> None:
+    audit = sub.add_parser("audit", help="query, export, verify and purge the audit log") \
+        .add_subparsers(dest="audit_command", required=True)
+    query = audit.add_parser("query", help="one page of events, newest first (JSON)")
+    _add_filters(query, paging=True)
+    query.set_defaults(func=cmd_query)
+    export = audit.add_parser("export", help="every matching event, streamed")
+    _add_filters(export, paging=False)
+    export.add_argument("--format", choices=["jsonl", "csv"], default="jsonl")
+    export.add_argument("--output", "-o", help="file to write (default: stdout)")
+    export.set_defaults(func=cmd_export)
+    verify = audit.add_parser("verify", help="check every replica's hash chain; exit 1 if broken")
+    verify.set_defaults(func=cmd_verify)
+    purge = audit.add_parser("purge", help="delete events past retention, in bounded batches")
+    when = purge.add_mutually_exclusive_group()
+    when.add_argument("--days", type=_positive,
+                      help="keep this many days (default: audit.retention_days)")
+    when.add_argument("--before", help="delete events received before this ISO 8601 UTC time")
+    purge.add_argument("--batch-size", dest="batch_size", type=_positive, default=5000)
+    purge.add_argument("--dry-run", dest="dry_run", action="store_true",
+                       help="only count what would be deleted")
+    purge.set_defaults(func=cmd_purge)

@@ -1,0 +1,50 @@
+"""A `V1Pipeline` observer that turns each finished request into Prometheus samples.
+
+Labels stay bounded: `model` is the served model, else the requested one only when it is a
+configured model name (an unknown name a client made up is `unknown`); `deployment` is the
+deployment's audit label or empty.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from gateway.telemetry.metrics import Metrics
+
+
+class MetricsRecorder:
+    def __init__(self, metrics: Metrics, models: Iterable[str]) -> None:
+        self.metrics = metrics
+        self.models = frozenset(models)
+
+    def _model(self, event: dict[str, Any]) -> str:
+        served = event.get("model_served")
+        if served:
+            return str(served)
+        asked = event.get("model_requested")
+        if not asked:
+            return ""
+        return asked if asked in self.models else "unknown"
+
+    def __call__(self, state: Any) -> None:
+        event = state.event
+        m = self.metrics
+        endpoint = str(state.endpoint)
+        model = self._model(event)
+        deployment = str(event.get("deployment") or "")
+        status = str(event.get("status_code") or 0)
+        m.requests.labels(endpoint, model, deployment, status).inc()
+        latency = event.get("latency_ms")
+        if latency is not None:
+            m.latency.labels(endpoint, model, deployment).observe(latency / 1000)
+        code = event.get("error_code")
+        if code:
+            m.errors.labels(endpoint, model, str(code)).inc()
+        for direction, key in (("input", "input_tokens"), ("output", "output_tokens")):
+            count = event.get(key)
+            if count:
+                m.tokens.labels(model, deployment, direction).inc(count)
+        nanos = event.get("cost_nanos")
+        if nanos:
+            m.cost.labels(model, deployment).inc(nanos / 1e9)

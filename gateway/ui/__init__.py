@@ -1,0 +1,1 @@
+"""`/ui`: server-rendered admin and compliance pages (see `gateway.ui.routes`)."""
