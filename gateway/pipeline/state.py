@@ -44,6 +44,7 @@ class RequestState:
     audit_request_body: Any = None
     audit_response_body: Any = None
     extra: dict[str, Any] = field(default_factory=dict)
+    completed: bool = False  # set by V1Pipeline.complete (it runs once per request)
 
 
 class Stage(Protocol):

@@ -135,6 +135,9 @@ class V1Pipeline:
 
     def complete(self, state: RequestState, status: int, error_code: str | None = None) -> None:
         """End the request: run the finishers once, then hand the audit event to the writer."""
+        if state.completed:
+            return
+        state.completed = True
         event = state.event
         for finisher in state.finishers:
             try:
@@ -209,7 +212,17 @@ class V1Pipeline:
                 state.model, state.endpoint, self._upstream_body(state.body), attempts)
         finally:
             self._served(state, attempts)
-        return StreamingResponse(self._relay(state, first, iterator, slot),
+        def abandoned() -> None:
+            """The client left before the body started: `_relay` never ran."""
+            if state.completed:
+                return
+            state.event["cancelled"] = True
+            state.event["partial"] = True
+            self.router.stream_finished(slot, True)
+            asyncio.get_running_loop().create_task(_close_quietly(iterator))
+            self.complete(state, 200)
+
+        return _CompletingStream(self._relay(state, first, iterator, slot), abandoned,
                                  media_type="text/event-stream",
                                  headers={**_SSE_HEADERS, **state.headers})
 
@@ -280,6 +293,20 @@ class V1Pipeline:
             if not ok:
                 asyncio.get_running_loop().create_task(_close_quietly(iterator))
             self.complete(state, 200, error_code)
+
+
+class _CompletingStream(StreamingResponse):
+    """A streaming response that ends its request even if the body never started."""
+
+    def __init__(self, content: AsyncIterator[bytes], on_abandon: Any, **kwargs: Any) -> None:
+        super().__init__(content, **kwargs)
+        self._on_abandon = on_abandon
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._on_abandon()
 
 
 def _prompt_tokens(body: dict[str, Any], model: str) -> int:
