@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 from gateway.context import Principal
@@ -11,10 +12,12 @@ from gateway.timeutil import utcnow
 
 
 def new_event(request_id: str, endpoint: str) -> dict[str, Any]:
+    # One clock read for both, so ordering by id is ordering by received_at (to the ms).
+    received = datetime.now(UTC)
     return {
-        "id": time_ordered_id(),
+        "id": time_ordered_id(int(received.timestamp() * 1000)),
         "request_id": request_id,
-        "received_at": utcnow(),
+        "received_at": received.replace(tzinfo=None),
         "endpoint": endpoint,
         "attempts": 0,
         "fallback_used": False,

@@ -15,9 +15,11 @@ def new_id(prefix: str) -> str:
     return f"{prefix}_{secrets.token_hex(8)}"
 
 
-def time_ordered_id() -> str:
+def time_ordered_id(ms: int | None = None) -> str:
     """24 hex chars: 48-bit milliseconds then 48 random bits; sorts by creation time."""
-    return f"{int(time.time() * 1000):012x}{os.urandom(6).hex()}"
+    if ms is None:
+        ms = int(time.time() * 1000)
+    return f"{ms:012x}{os.urandom(6).hex()}"
 
 
 def new_key_secret() -> str:
