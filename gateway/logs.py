@@ -8,7 +8,10 @@ import time
 
 import orjson
 
-_STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message"}
+# Record attributes that are not extra fields (uvicorn's `color_message` repeats `msg` with
+# terminal colour codes).
+_STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
+    "message", "color_message"}
 
 
 class JsonFormatter(logging.Formatter):
