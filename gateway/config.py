@@ -157,7 +157,24 @@ class LoadedConfig:
         return self._api_bases.get((model_index, deployment_index))
 
 
-def _dotted(loc: tuple[Any, ...]) -> str:
+def read_yaml_mapping(path: Path, shown: str) -> tuple[dict[str, Any] | None, list[str]]:
+    """A YAML file that must hold a mapping, or `FILE: where: reason` lines saying why not."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        return None, [f"{shown}: (file): cannot read: {exc}"]
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark else "(file)"
+        return None, [f"{shown}: {where}: not valid YAML: "
+                      f"{getattr(exc, 'problem', None) or exc}"]
+    if not isinstance(data, dict):
+        return None, [f"{shown}: (top level): must be a mapping"]
+    return data, []
+
+
+def dotted(loc: tuple[Any, ...]) -> str:
+    """A pydantic error location as a key path: `models[0].deployments[1].api_base`."""
     out = ""
     for part in loc:
         if isinstance(part, int):
@@ -286,7 +303,7 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> L
     try:
         cfg = GatewayConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError([f"{source}: {_dotted(e['loc'])}: {_reason(e)}"
+        raise ConfigError([f"{source}: {dotted(e['loc'])}: {_reason(e)}"
                            for e in exc.errors()]) from None
     base_dir = file.resolve().parent
     problems, secrets, bases = _semantic_errors(cfg, environ, base_dir)

@@ -7,10 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 
-from gateway.config import ConfigError
+from gateway.config import ConfigError, dotted, read_yaml_mapping
 from gateway.context import Principal
 from gateway.policies.model import SECTIONS, AuditRules, Policy
 
@@ -37,27 +36,10 @@ class EffectivePolicy:
         return out
 
 
-EMPTY = EffectivePolicy(None, None, None, None, AuditRules(), ())
-
-
-def _dotted(loc: tuple[Any, ...]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else ("." if out else "") + str(part)
-    return out or "(top level)"
-
-
 def load_policy_file(path: Path, shown: str) -> tuple[Policy | None, list[str]]:
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        return None, [f"{shown}: (file): cannot read: {exc}"]
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}" if mark else "(file)"
-        return None, [f"{shown}: {where}: not valid YAML"]
-    if not isinstance(data, dict):
-        return None, [f"{shown}: (top level): must be a mapping"]
+    data, problems = read_yaml_mapping(path, shown)
+    if data is None:
+        return None, problems
     try:
         policy = Policy.model_validate(data)
     except ValidationError as exc:
@@ -70,7 +52,7 @@ def load_policy_file(path: Path, shown: str) -> tuple[Policy | None, list[str]]:
                 reason = ("unknown kind" if loc[-1] == "[key]" else "unknown action") \
                     + f" ({err['msg']})"
                 loc = tuple(p for p in loc if p != "[key]")
-            lines.append(f"{shown}: {_dotted(loc)}: {reason}")
+            lines.append(f"{shown}: {dotted(loc)}: {reason}")
         return None, lines
     if policy.pii is not None:
         from gateway.pii.policy import PiiPolicyError, parse_pii_policy

@@ -13,9 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
-
-from gateway.config import ConfigError, LoadedConfig
+from gateway.config import ConfigError, LoadedConfig, read_yaml_mapping
 from gateway.templates.errors import TemplateError
 from gateway.templates.sandbox import GatewaySandbox, make_environment
 from gateway.templates.spec import canonical, content_hash, spec_problems
@@ -34,17 +32,9 @@ class PromptFile:
 
 def _problems_of(path: Path, shown: str, env: GatewaySandbox
                  ) -> tuple[PromptFile | None, list[str]]:
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        return None, [f"{shown}: (file): cannot read: {exc}"]
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}" if mark else "(file)"
-        return None, [f"{shown}: {where}: not valid YAML: "
-                      f"{getattr(exc, 'problem', None) or exc}"]
-    if not isinstance(data, dict):
-        return None, [f"{shown}: (top level): must be a mapping"]
+    data, problems = read_yaml_mapping(path, shown)
+    if data is None:
+        return None, problems
     data.setdefault("name", path.stem)
     found = spec_problems(data)
     if isinstance(found, list):
