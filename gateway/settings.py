@@ -22,7 +22,6 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 4000
     log_level: str = "info"
-    docs_enabled: bool = False
     # How long an authenticated key stays cached in a replica; a revocation made on
     # another replica (or by the CLI) is seen after at most this long.
     key_cache_ttl_s: float = 2.0
