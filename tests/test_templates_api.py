@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -86,6 +87,17 @@ def test_create_get_versions_and_list(gateway: GatewayProcess) -> None:
         r = call(gateway, method, f"/admin/templates/{name}", template(name, "x"))
         assert r.status_code == 405, (method, r.text)
     assert call(gateway, "GET", f"/admin/templates/{name}?version=1").json() == first
+
+
+def test_concurrent_edits_each_get_their_own_version(gateway: GatewayProcess) -> None:
+    name = unique()
+    create(gateway, name)
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        made = list(pool.map(lambda i: add_version(gateway, name, f"edit {i}")["version"],
+                             range(32)))
+    assert sorted(made) == list(range(2, 34))
+    r = call(gateway, "GET", f"/admin/templates/{name}/versions")
+    assert [v["version"] for v in r.json()["data"]] == list(range(33, 0, -1))
 
 
 def test_labels_rollback_and_render_preview(gateway: GatewayProcess) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import delete, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -17,7 +17,8 @@ from gateway.storage.ids import new_id
 from gateway.storage.tables_templates import template_changes, template_labels, template_versions
 from gateway.timeutil import utcnow
 
-_RETRIES = 5  # concurrent writers of the same name: the loser of the unique index tries again
+_RETRIES = 5  # a safety net: writers of one name are serialised by `_lock_name`
+_LOCK_SPACE = 0x7E4D  # first key of the PostgreSQL advisory locks taken on template names
 
 
 class TemplateExists(Exception):
@@ -42,6 +43,16 @@ async def _log(conn: AsyncConnection, name: str, kind: str, *, version: int | No
     await conn.execute(insert(template_changes).values(
         name=name, kind=kind, version=version, label=label, detail=detail, actor=actor,
         at=utcnow()))
+
+
+async def _lock_name(conn: AsyncConnection, name: str) -> None:
+    """Serialise the writers of one template across replicas until the transaction ends.
+
+    Without it, concurrent edits on several replicas read the same latest version and all
+    but one lose on the unique index. SQLite needs nothing: it has one writer at a time."""
+    if conn.dialect.name == "postgresql":
+        await conn.execute(text("SELECT pg_advisory_xact_lock(:space, hashtext(:name))"),
+                           {"space": _LOCK_SPACE, "name": name})
 
 
 async def _latest(conn: AsyncConnection, name: str) -> int | None:
@@ -86,6 +97,7 @@ class TemplateStore:
         for attempt in range(_RETRIES):
             try:
                 async with self.engine.begin() as conn:
+                    await _lock_name(conn, name)
                     latest = await _latest(conn, name)
                     if first and latest is not None:
                         raise TemplateExists(name)
@@ -109,6 +121,7 @@ class TemplateStore:
         for attempt in range(_RETRIES):
             try:
                 async with self.engine.begin() as conn:
+                    await _lock_name(conn, name)
                     # One statement, one snapshot: the newest file version and the newest
                     # version must not come from two points in time (READ COMMITTED).
                     rows = (await conn.execute(
@@ -140,6 +153,7 @@ class TemplateStore:
         for attempt in range(_RETRIES):
             try:
                 async with self.engine.begin() as conn:
+                    await _lock_name(conn, name)
                     result = await conn.execute(
                         update(template_labels)
                         .where(template_labels.c.name == name, template_labels.c.label == label)
