@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import ASGIApp
 
 from gateway.api import (
     admin_keys,
@@ -143,6 +144,23 @@ async def _unhandled(request: Request, exc: Exception) -> Response:
     return error_response(InternalError("the gateway failed to handle this request"))
 
 
+class GatewayApp(Starlette):
+    """Starlette, with `outer` middleware around everything and the `/v1` model endpoints
+    answered by `V1Front` before Starlette's own error middleware and router."""
+
+    def __init__(self, pipeline: V1Pipeline, *, outer: list[Middleware], **kwargs: object
+                 ) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.pipeline = pipeline
+        self.outer = outer
+
+    def build_middleware_stack(self) -> ASGIApp:
+        app: ASGIApp = v1.V1Front(super().build_middleware_stack(), self.pipeline)
+        for cls, args, kwargs in reversed(self.outer):
+            app = cls(app, *args, **kwargs)
+        return app
+
+
 def create_app(settings: Settings | None = None, config: LoadedConfig | None = None) -> Starlette:
     settings = settings or Settings()
     config = config or load_config(settings.config)
@@ -173,12 +191,13 @@ def create_app(settings: Settings | None = None, config: LoadedConfig | None = N
 
     tracing_middleware = [Middleware(TracingMiddleware, tracing=svc.tracing)] \
         if svc.tracing is not None and svc.tracing.enabled else []
-    app = Starlette(
+    app = GatewayApp(
+        svc.v1,
+        outer=[Middleware(RequestIdMiddleware), *tracing_middleware,
+               Middleware(AuditDurabilityMiddleware, writer=svc.audit)],
         routes=[*v1.routes, *admin_keys.routes, *admin_teams.routes, *admin_policies.routes,
                 *admin_templates.routes, *admin_spend.routes, *health.routes, *audit_api.routes,
                 *metrics_api.routes, *ui_routes.routes],
-        middleware=[Middleware(RequestIdMiddleware), *tracing_middleware,
-                    Middleware(AuditDurabilityMiddleware, writer=svc.audit)],
         exception_handlers={HTTPException: _http_exception, Exception: _unhandled},
         lifespan=lifespan,
     )

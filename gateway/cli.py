@@ -60,7 +60,10 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     app = create_app(settings, config)
     uvicorn.run(app, host=args.host or settings.host, port=args.port or settings.port,
                 loop="uvloop", http="httptools", lifespan="on", access_log=False,
-                server_header=False, log_config=None, timeout_graceful_shutdown=30)
+                server_header=False, log_config=None, timeout_graceful_shutdown=30,
+                # No X-Forwarded-* rewriting of the client address: nothing here uses it,
+                # and the UI reads X-Forwarded-Proto itself for its Secure cookie.
+                proxy_headers=False)
     return 0
 
 

@@ -5,10 +5,36 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.api.http import json_response, services
 from gateway.errors import GatewayError, ModelNotFound
-from gateway.pipeline.v1 import error_response
+from gateway.pipeline.v1 import PATHS, V1Pipeline, error_response
+
+_ENDPOINTS = {path: endpoint for endpoint, path in PATHS.items()}
+
+
+class V1Front:
+    """Pure ASGI: `POST` to the three model endpoints goes straight to the pipeline.
+
+    These are the hot path. Starlette's router and its error and exception middleware add
+    nothing there (the pipeline turns every error into its OpenAI-shaped answer and audit
+    event), so they are skipped; every other request goes on to `app`. The request-id and
+    audit-durability middleware wrap this, so both kinds of request get them.
+    """
+
+    def __init__(self, app: ASGIApp, pipeline: V1Pipeline) -> None:
+        self.app = app
+        self.pipeline = pipeline
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            endpoint = _ENDPOINTS.get(scope["path"])
+            if endpoint is not None:
+                response = await self.pipeline.handle(endpoint, Request(scope, receive))
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 async def chat_completions(request: Request) -> Response:

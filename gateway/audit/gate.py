@@ -45,14 +45,17 @@ async def _durable(tickets: list[asyncio.Future[bool]], writer: Any) -> bool:
     started = time.perf_counter()
     try:
         async with asyncio.timeout(_TICKET_TIMEOUT_S):
-            results = await asyncio.gather(*tickets)
+            if len(tickets) == 1:  # the usual case: no gather future to build
+                ok = await tickets[0]
+            else:
+                ok = all(await asyncio.gather(*tickets))
     except TimeoutError:
         log.error("audit events not durable in time", extra={"events": len(tickets)})
         return False
     metrics = getattr(writer, "metrics", None)
     if metrics is not None:
         metrics.audit_durable_wait.observe(time.perf_counter() - started)
-    return all(results)
+    return ok
 
 
 class AuditDurabilityMiddleware:

@@ -1,7 +1,8 @@
 """The shipper: committed spool records -> SQL, in order, in batched idempotent inserts.
 
 Every `flush_interval` (sooner once `batch_size` events are waiting) it reads the spool from
-its ack position and inserts up to `batch_size` events per transaction, skipping ids already
+its ack position and inserts up to `batch_size` events per transaction (full batches back to
+back; a part batch ends the round), skipping ids already
 stored, so a replay after a crash or an outage writes nothing twice (PostgreSQL: one
 multi-row `INSERT … SELECT FROM unnest(…)` per table; SQLite: one prepared INSERT over the
 batch). Only after the commit does the ack position move. While the database is down the same
@@ -246,6 +247,11 @@ class Shipper:
                 await asyncio.to_thread(spool.ack, after, records[-1]["e"]["seq"])
             except OSError as exc:  # only the bookkeeping failed: a restart re-sends, harmless
                 log.error("audit spool ack failed", extra={"reason": str(exc)})
+            if len(records) < self.batch_size and not self._urgent \
+                    and self._stop_deadline is None:
+                # Under steady load something is always pending: shipping each trickle at
+                # once would pay a transaction per few events. Wait for the next tick.
+                return True
         return True
 
     def _failed(self, exc: BaseException) -> None:

@@ -1,7 +1,13 @@
-"""Bearer key -> Principal, through a short-lived in-process cache (no DB trip per request)."""
+"""Bearer key -> Principal, through a short-lived in-process cache (no DB trip per request).
+
+A miss is looked up once however many requests carry the key at that moment: the others wait
+for the same lookup (many clients on one key would otherwise all query the database each
+time the entry expires).
+"""
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import time
 from collections import OrderedDict
@@ -32,9 +38,15 @@ class Authenticator:
         self.ttl_s = ttl_s
         self._cache: dict[str, tuple[Principal | None, float]] = {}
         self._negative: OrderedDict[str, float] = OrderedDict()
+        self._lookups: dict[str, asyncio.Future[Principal | None]] = {}
+        # Bumped by every invalidation: a lookup that began before one does not cache its
+        # (possibly stale) answer.
+        self._generation = 0
 
     def invalidate(self, key_id: str | None = None) -> None:
         """Forget cached keys (all, or one key's entries) so a change is seen at once."""
+        self._generation += 1
+        self._lookups.clear()
         if key_id is None:
             self._cache.clear()
             return
@@ -43,6 +55,8 @@ class Authenticator:
                 del self._cache[h]
 
     def invalidate_team(self, team: str) -> None:
+        self._generation += 1
+        self._lookups.clear()
         for h, (p, _) in list(self._cache.items()):
             if p is not None and p.team == team:
                 del self._cache[h]
@@ -62,16 +76,40 @@ class Authenticator:
             neg = self._negative.get(digest)
             if neg is not None and neg > now:
                 raise Unauthorized("invalid API key")
-            principal = await self.keys.find_principal(digest)
+            principal = await self._lookup(digest)
             if principal is None:
-                self._negative[digest] = now + self.ttl_s
-                if len(self._negative) > _NEGATIVE_CACHE_MAX:
-                    self._negative.popitem(last=False)
                 raise Unauthorized("invalid API key")
-            self._cache[digest] = (principal, now + self.ttl_s)
-        assert principal is not None
         if principal.revoked:
             raise Unauthorized("this API key has been revoked", principal=principal)
         if principal.expires_at is not None and principal.expires_at <= utcnow():
             raise Unauthorized("this API key has expired", principal=principal)
+        return principal
+
+    async def _lookup(self, digest: str) -> Principal | None:
+        lookup = self._lookups.get(digest)
+        if lookup is None:
+            lookup = asyncio.ensure_future(self._fetch(digest))
+            self._lookups[digest] = lookup
+            lookup.add_done_callback(lambda done: self._forget_lookup(digest, done))
+        # Shielded: one waiter giving up (a client that left) does not cancel the others'.
+        return await asyncio.shield(lookup)
+
+    def _forget_lookup(self, digest: str, done: asyncio.Future[Principal | None]) -> None:
+        if self._lookups.get(digest) is done:
+            del self._lookups[digest]
+        if not done.cancelled():
+            done.exception()  # retrieved: every waiter already got it
+
+    async def _fetch(self, digest: str) -> Principal | None:
+        generation = self._generation
+        principal = await self.keys.find_principal(digest)
+        if generation != self._generation:
+            return principal  # answer this lookup's waiters, but do not cache it
+        expires = time.monotonic() + self.ttl_s
+        if principal is None:
+            self._negative[digest] = expires
+            if len(self._negative) > _NEGATIVE_CACHE_MAX:
+                self._negative.popitem(last=False)
+        else:
+            self._cache[digest] = (principal, expires)
         return principal

@@ -32,6 +32,10 @@ def _as_dict(obj: Any) -> dict[str, Any]:
 
 
 class LiteLLMProvider:
+    # Every try ends within the target's `timeout_s` (a stream's first chunk within
+    # `first_token_timeout_s`): the router need not time it as well.
+    enforces_timeouts = True
+
     def __init__(self) -> None:
         self._litellm: Any = None
         self._lock = asyncio.Lock()

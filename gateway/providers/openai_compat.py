@@ -71,6 +71,10 @@ def _error_message(status: int, raw: bytes, target: Target) -> str:
 
 
 class OpenAICompatProvider:
+    # Every try ends within the target's `timeout_s` (a stream's first chunk within
+    # `first_token_timeout_s`): the router need not time it as well.
+    enforces_timeouts = True
+
     def __init__(self) -> None:
         self._session: aiohttp.ClientSession | None = None
 

@@ -63,6 +63,7 @@ class DeploymentSlot:
     breaker: Breaker = field(default_factory=Breaker)
     stats: Stats = field(default_factory=Stats)
     retry_after_until: float = 0.0  # the upstream asked us (429/503 Retry-After) to wait
+    provider_times_out: bool = False  # its provider enforces the target's own time limits
     # prometheus counter children, bound once (no label lookup per request)
     on_success: Any = NO_COUNTER
     on_failure: Any = NO_COUNTER

@@ -85,6 +85,11 @@ class Router:
         self.slots = build_slots(config)
         self.fallbacks = {name: list(m.fallbacks) for name, m in config.models.items()}
         self._providers = providers
+        for slots in self.slots.values():
+            for slot in slots:
+                with contextlib.suppress(KeyError):
+                    slot.provider_times_out = bool(
+                        getattr(self.provider_for(slot.target), "enforces_timeouts", False))
         self._rng = rng or random.Random()
         self._pickers: dict[str, Picker] = {
             name: picker(m.strategy or self.router_config.strategy)
@@ -255,8 +260,15 @@ class Router:
             started = monotonic()
             slot.capacity.note_request(started)
             try:
-                async with asyncio.timeout(deadline - started):
+                # The provider's own time limit for this try ends it first when it is the
+                # earlier of the two: then a second timer per request would be pure cost.
+                own_limit = slot.target.first_token_timeout_s if stream \
+                    else slot.target.timeout_s
+                if slot.provider_times_out and deadline - started > own_limit:
                     result = await once(slot)
+                else:
+                    async with asyncio.timeout(deadline - started):
+                        result = await once(slot)
             except TimeoutError:
                 exc = ProviderError(f"no answer within the request deadline "
                                     f"({self.router_config.total_timeout_s:g} s)", kind="timeout")

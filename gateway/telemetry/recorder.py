@@ -7,7 +7,7 @@ deployment's audit label or empty.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from gateway.telemetry.metrics import Metrics
@@ -17,6 +17,15 @@ class MetricsRecorder:
     def __init__(self, metrics: Metrics, models: Iterable[str]) -> None:
         self.metrics = metrics
         self.models = frozenset(models)
+        # `labels(...)` takes a lock and builds a key each time: keep each child once.
+        self._children: dict[tuple[Any, ...], Any] = {}
+
+    def _child(self, family: Any, *labels: str) -> Any:
+        key = (id(family), *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = family.labels(*labels)
+        return child
 
     def _model(self, event: dict[str, Any]) -> str:
         served = event.get("model_served")
@@ -34,17 +43,18 @@ class MetricsRecorder:
         model = self._model(event)
         deployment = str(event.get("deployment") or "")
         status = str(event.get("status_code") or 0)
-        m.requests.labels(endpoint, model, deployment, status).inc()
+        child: Callable[..., Any] = self._child
+        child(m.requests, endpoint, model, deployment, status).inc()
         latency = event.get("latency_ms")
         if latency is not None:
-            m.latency.labels(endpoint, model, deployment).observe(latency / 1000)
+            child(m.latency, endpoint, model, deployment).observe(latency / 1000)
         code = event.get("error_code")
         if code:
-            m.errors.labels(endpoint, model, str(code)).inc()
+            child(m.errors, endpoint, model, str(code)).inc()
         for direction, key in (("input", "input_tokens"), ("output", "output_tokens")):
             count = event.get(key)
             if count:
-                m.tokens.labels(model, deployment, direction).inc(count)
+                child(m.tokens, model, deployment, direction).inc(count)
         nanos = event.get("cost_nanos")
         if nanos:
-            m.cost.labels(model, deployment).inc(nanos / 1e9)
+            child(m.cost, model, deployment).inc(nanos / 1e9)
