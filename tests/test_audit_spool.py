@@ -295,3 +295,16 @@ async def test_verify_pages_through_a_chain_and_finds_a_duplicate_position(
     result = await verify_chains(engine, Hasher())
     assert not result.ok and result.first_bad_id == forged["id"]
     await engine.dispose()
+
+
+def test_canonical_times_keep_their_hashed_form() -> None:
+    """Hashes of rows already stored depend on this exact text: it must never change."""
+    from datetime import UTC, datetime, timedelta, timezone
+
+    from gateway.audit.chain import _time_text
+
+    assert _time_text(datetime(2026, 11, 26, 6, 0, 0, 5)) == "2026-11-26T06:00:00.000005"
+    assert _time_text(datetime(2026, 1, 2, 3, 4, 5)) == "2026-01-02T03:04:05.000000"
+    plus_two = timezone(timedelta(hours=2))
+    assert _time_text(datetime(2026, 1, 2, 5, 4, 5, tzinfo=plus_two)) == \
+        _time_text(datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)) == "2026-01-02T03:04:05.000000"

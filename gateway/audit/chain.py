@@ -208,9 +208,13 @@ _PII_AT = HASHED_COLUMNS.index("pii")
 
 
 def _time_text(value: datetime) -> str:
+    """`YYYY-MM-DDTHH:MM:SS.ffffff` (isoformat gives exactly that, at a third of strftime's
+    cost, for naive times from year 1000 on)."""
     if value.tzinfo is not None:
         value = value.astimezone(UTC).replace(tzinfo=None)
-    return value.strftime("%Y-%m-%dT%H:%M:%S.%f")
+    if value.year < 1000:
+        return value.strftime("%Y-%m-%dT%H:%M:%S.%f")
+    return value.isoformat(timespec="microseconds")
 
 
 def _digest(text: str | None) -> str | None:
