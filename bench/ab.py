@@ -1,0 +1,90 @@
+#!/usr/bin/env python3
+"""A/B runs: alternate gateway variants in one run and compare medians.
+
+On a shared VM one run of the same code varies by several percent; a change worth a few
+percent only shows when the variants take turns on the same machine minutes. Each variant is
+a gateway source tree (put first on PYTHONPATH, so it shadows the installed `gateway`) and/or
+extra gateway environment. Every repeat runs each variant (order alternating): 64 clients for
+throughput and gateway CPU per request, then 1 client for the added p50.
+
+    git worktree add /tmp/base HEAD                # or: git archive HEAD gateway | tar -x -C DIR
+    .venv/bin/python bench/ab.py base=/tmp/base new=.
+    .venv/bin/python bench/ab.py now=. nofsync=.,GATEWAY_AUDIT_SPOOL_FSYNC=false
+
+A variant is NAME=TREE[,NAME=VALUE...]; TREE is a folder holding `gateway/` ("." is this
+checkout). It prints one line per variant: medians, and each repeat's figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import run as bench  # bench/run.py: the processes, the config, the load steps
+
+
+def parse_variant(text: str) -> tuple[str, Path, list[str]]:
+    name, sep, spec = text.partition("=")
+    if not sep or not name or not spec:
+        raise argparse.ArgumentTypeError(f"want NAME=TREE[,NAME=VALUE...], got {text!r}")
+    tree, *env = spec.split(",")
+    root = Path(tree).resolve()
+    if not (root / "gateway").is_dir():
+        raise argparse.ArgumentTypeError(f"{root} has no gateway/ folder")
+    if any("=" not in e for e in env):
+        raise argparse.ArgumentTypeError(f"extra environment wants NAME=VALUE: {text!r}")
+    return name, root, env
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("variants", nargs="+", type=parse_variant, metavar="NAME=TREE[,ENV...]")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--duration", type=float, default=4.0, help="seconds per step (4)")
+    opts = ap.parse_args(argv)
+
+    args = bench.parse_args(["--no-wrk", "--duration", str(opts.duration), "--warmup", "1"])
+    tmp = Path(tempfile.mkdtemp(prefix="gw-ab-"))
+    runner = bench.Bench(args, tmp)
+    figures: dict[str, dict[str, list[float]]] = {
+        name: {"rps": [], "cpu": [], "p50": []} for name, _, _ in opts.variants}
+    try:
+        runner.payloads = bench.write_payloads(tmp)
+        runner.start_upstream()
+        runner.config = bench.write_config(tmp, runner.upstream_port, 1)
+        runner.migrate()
+        for rep in range(opts.repeats):
+            order = opts.variants if rep % 2 == 0 else opts.variants[::-1]
+            for name, tree, env in order:
+                args.gateway_env = [f"PYTHONPATH={tree}", *env]
+                proc, port, _ = runner.start_gateway()
+                headers = {"authorization": f"Bearer {runner.create_key(port)}"}
+                busy = runner.load(port, "chat", 64, False, headers, cpu_pid=proc.pid)
+                alone = runner.load(port, "chat", 1, False, headers, cpu_pid=proc.pid)
+                bench.PROCS.stop(proc)
+                figures[name]["rps"].append(busy["rps"])
+                figures[name]["cpu"].append(busy.get("cpu_us_per_req") or 0.0)
+                figures[name]["p50"].append(alone["p50_ms"])
+                bench.log(f"repeat {rep + 1} {name}: {busy['rps']:.0f} req/s, "
+                          f"c=1 p50 {alone['p50_ms']:.3f} ms")
+        direct = runner.load(runner.upstream_port, "chat", 1, False, {})["p50_ms"]
+    finally:
+        bench.PROCS.stop_all()
+    print(f"direct c=1 p50 {direct:.3f} ms")
+    for name, f in figures.items():
+        print(f"{name:12s} c=64 {statistics.median(f['rps']):6.0f} req/s "
+              f"({', '.join(f'{v:.0f}' for v in f['rps'])}), "
+              f"CPU {statistics.median(f['cpu']):4.0f} us/req, "
+              f"c=1 added p50 {statistics.median(f['p50']) - direct:.3f} ms "
+              f"({', '.join(f'{v - direct:.3f}' for v in f['p50'])})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
