@@ -92,12 +92,13 @@ def test_create_get_versions_and_list(gateway: GatewayProcess) -> None:
 def test_concurrent_edits_each_get_their_own_version(gateway: GatewayProcess) -> None:
     name = unique()
     create(gateway, name)
-    with ThreadPoolExecutor(max_workers=16) as pool:
+    # Enough at once that retrying on the unique index alone would run out (it did in CI).
+    with ThreadPoolExecutor(max_workers=32) as pool:
         made = list(pool.map(lambda i: add_version(gateway, name, f"edit {i}")["version"],
-                             range(32)))
-    assert sorted(made) == list(range(2, 34))
+                             range(64)))
+    assert sorted(made) == list(range(2, 66))
     r = call(gateway, "GET", f"/admin/templates/{name}/versions")
-    assert [v["version"] for v in r.json()["data"]] == list(range(33, 0, -1))
+    assert [v["version"] for v in r.json()["data"]] == list(range(65, 0, -1))
 
 
 def test_labels_rollback_and_render_preview(gateway: GatewayProcess) -> None:

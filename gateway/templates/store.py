@@ -6,8 +6,10 @@ learns that something changed from one cheap `count(*)`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+import asyncio
+import functools
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar
 
 from sqlalchemy import delete, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
@@ -17,7 +19,7 @@ from gateway.storage.ids import new_id
 from gateway.storage.tables_templates import template_changes, template_labels, template_versions
 from gateway.timeutil import utcnow
 
-_RETRIES = 5  # a safety net: writers of one name are serialised by `_lock_name`
+_RETRIES = 5  # a safety net (e.g. `gateway templates sync` beside a running SQLite gateway)
 _LOCK_SPACE = 0x7E4D  # first key of the PostgreSQL advisory locks taken on template names
 
 
@@ -60,9 +62,24 @@ async def _latest(conn: AsyncConnection, name: str) -> int | None:
                                .where(template_versions.c.name == name))).scalar()
 
 
+T = TypeVar("T")
+
+
+def _one_writer(method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
+    """The writers of this process take turns. SQLite needs it: a transaction that reads the
+    latest version before it writes cannot wait for another writer, it fails (PostgreSQL
+    writers on every replica also queue on `_lock_name`)."""
+    @functools.wraps(method)
+    async def one_at_a_time(self: TemplateStore, *args: Any, **kwargs: Any) -> T:
+        async with self._writes:
+            return await method(self, *args, **kwargs)
+    return one_at_a_time
+
+
 class TemplateStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
+        self._writes = asyncio.Lock()
 
     async def change_token(self) -> int:
         async with self.engine.connect() as conn:
@@ -90,6 +107,7 @@ class TemplateStore:
                 )).mappings())
         return token, versions, labels
 
+    @_one_writer
     async def add_version(self, doc: Mapping[str, Any], content_hash: str, *, author: str | None,
                           source: str = "api", first: bool) -> dict[str, Any]:
         """Insert the next version (`first`: the template must not exist yet, else it must)."""
@@ -112,6 +130,7 @@ class TemplateStore:
                     raise
         raise AssertionError("unreachable")
 
+    @_one_writer
     async def sync_file(self, doc: Mapping[str, Any], content_hash: str
                         ) -> tuple[int, bool]:
         """A file's content as a version: `(version, created)`. A new version only when the
@@ -143,6 +162,7 @@ class TemplateStore:
                     raise
         raise AssertionError("unreachable")
 
+    @_one_writer
     async def set_label(self, name: str, label: str, version: int, canary_version: int | None,
                         canary_percent: float | None, actor: str | None) -> dict[str, Any]:
         row = {"name": name, "label": label, "version": version,
@@ -168,6 +188,7 @@ class TemplateStore:
                     raise
         raise AssertionError("unreachable")
 
+    @_one_writer
     async def delete_label(self, name: str, label: str, actor: str | None) -> bool:
         async with self.engine.begin() as conn:
             result = await conn.execute(delete(template_labels).where(
