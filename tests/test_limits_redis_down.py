@@ -8,8 +8,6 @@ and stops it by its PID (skipped with a reason when redis-server is not installe
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,55 +17,17 @@ import openai
 import pytest
 
 from tests.support.gateway_proc import GatewayProcess, free_port
+from tests.support.redis_server import REDIS_SERVER, RedisServer
 from tests.test_limits_http import HI
 
 pytestmark = pytest.mark.redis
-
-REDIS_SERVER = shutil.which("redis-server")
-
-
-class RedisServer:
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> RedisServer:
-        assert REDIS_SERVER is not None
-        self.proc = subprocess.Popen(
-            [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        import redis
-
-        client = redis.Redis(port=self.port)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-        client.close()
-        return self
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()  # by its PID: only the server this test started
-            self.proc.wait(10)
-        self.proc = None
-
 
 @pytest.fixture
 def redis_server() -> Iterator[RedisServer]:
     if REDIS_SERVER is None:
         print("\nskipped: redis-server is not installed (apt-get install redis-server)")
         pytest.skip("redis-server is not installed (apt-get install redis-server)")
-    server = RedisServer(free_port()).start()
+    server = RedisServer().start()
     yield server
     server.stop()
 

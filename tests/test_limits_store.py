@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
-import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
 
@@ -19,7 +17,7 @@ import pytest
 from gateway.limits.model import BudgetLimit, Reservation, ScopeLimit, budget_share, share
 from gateway.limits.redis_store import RedisStore, connect
 from gateway.limits.store import MemoryStore
-from tests.support.gateway_proc import free_port
+from tests.support.redis_server import REDIS_SERVER, RedisServer
 
 N = 0
 
@@ -42,36 +40,18 @@ def uniq(prefix: str) -> str:
 # --- a real redis-server for this module --------------------------------------------------
 @pytest.fixture(scope="module")
 def redis_url() -> Iterator[str]:
-    binary = shutil.which("redis-server")
-    if binary is None:
+    if REDIS_SERVER is None:
         url = os.environ.get("GATEWAY_TEST_REDIS_URL")
         if not url:
             pytest.skip("no redis-server binary and GATEWAY_TEST_REDIS_URL is not set "
                         "(apt-get install redis-server, or run `make test`)")
         yield url
         return
-    port = free_port()
-    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no"], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    server = RedisServer().start()
     try:
-        import redis
-
-        client = redis.Redis(port=port)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-        client.close()
-        yield f"redis://127.0.0.1:{port}/0"
+        yield server.url
     finally:
-        proc.terminate()
-        proc.wait(10)
+        server.stop()
 
 
 @pytest.fixture(params=["memory", "redis"])

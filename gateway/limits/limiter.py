@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from gateway.background import cancel_and_wait
 from gateway.config import LoadedConfig
 from gateway.context import Principal
 from gateway.limits.model import (
@@ -214,10 +215,7 @@ class Limiter:
                 log.exception("limiter upkeep failed")
 
     async def stop(self) -> None:
-        if self._upkeep is not None:
-            self._upkeep.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._upkeep
+        await cancel_and_wait(self._upkeep)
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         if isinstance(self.store, SharedStore):

@@ -10,7 +10,6 @@ budget baselines).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from typing import Any
 from sqlalchemy import and_, case, delete, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from gateway.background import cancel_and_wait
 from gateway.limits.model import window_name, window_start
 from gateway.storage.ids import time_ordered_id
 from gateway.storage.tables_spend import spend_rollups as t
@@ -136,11 +136,8 @@ class SpendLog:
         self._task = asyncio.create_task(self._run(), name="spend-rollups")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         try:
             await self.flush()
         except Exception:

@@ -43,10 +43,13 @@ class Authenticator:
         # (possibly stale) answer.
         self._generation = 0
 
-    def invalidate(self, key_id: str | None = None) -> None:
-        """Forget cached keys (all, or one key's entries) so a change is seen at once."""
+    def _forget_lookups(self) -> None:
         self._generation += 1
         self._lookups.clear()
+
+    def invalidate(self, key_id: str | None = None) -> None:
+        """Forget cached keys (all, or one key's entries) so a change is seen at once."""
+        self._forget_lookups()
         if key_id is None:
             self._cache.clear()
             return
@@ -55,8 +58,7 @@ class Authenticator:
                 del self._cache[h]
 
     def invalidate_team(self, team: str) -> None:
-        self._generation += 1
-        self._lookups.clear()
+        self._forget_lookups()
         for h, (p, _) in list(self._cache.items()):
             if p is not None and p.team == team:
                 del self._cache[h]

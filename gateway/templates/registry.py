@@ -30,6 +30,7 @@ from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from gateway.background import cancel_and_wait
 from gateway.templates.errors import TemplateError, not_found
 from gateway.templates.sandbox import MAX_TEXT, GatewaySandbox, make_environment
 from gateway.templates.store import TemplateStore
@@ -147,11 +148,8 @@ class TemplateRegistry:
         self._task = asyncio.create_task(self._poll(), name="template-refresh")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     async def _poll(self) -> None:
         while True:
