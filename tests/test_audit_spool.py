@@ -129,6 +129,68 @@ async def test_a_torn_tail_is_cut_and_the_chain_goes_on(tmp_path: Path) -> None:
     await engine.dispose()
 
 
+async def test_the_active_segment_is_zero_filled_ahead_and_its_zero_tail_is_no_tear(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    _, engine = await _db(tmp_path / "gw.db")
+    spool = tmp_path / "spool"
+    writer = _writer(engine, spool)
+    await writer.start()
+    for i in range(5):
+        writer.submit(_event(i))
+    await writer.committer.barrier()
+    await writer.committer.barrier()  # the zero-fill runs after the batch is settled
+    (segment,) = sorted(spool.glob("seg-*.log"))
+    data = segment.read_bytes()
+    records = data.rstrip(b"\x00")
+    assert len(data) - len(records) >= 256 * 1024  # room made ahead of the end: zeros
+    assert writer.spool.bytes == sum(p.stat().st_size for p in spool.iterdir())
+    await writer.stop()  # as after a kill: the zero tail stays on disk
+
+    caplog.set_level("WARNING", logger="gateway.audit.spool")
+    caplog.clear()
+    writer = _writer(engine, spool)
+    await writer.start()
+    assert not [r for r in caplog.records if "torn" in r.getMessage()]
+    for i in range(5, 9):
+        writer.submit(_event(i))
+    assert await writer.flush(30)
+    await writer.stop()
+    assert await _count(engine) == 9
+    result = await verify_chains(engine, Hasher())
+    assert result.ok and result.events_checked == 9
+    await engine.dispose()
+
+
+async def test_a_closed_segment_with_a_zero_tail_is_read_to_its_end(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    _, unmigrated = await _db(tmp_path / "gw.db", migrate=False)  # nothing ships
+    spool = tmp_path / "spool"
+    first = _writer(unmigrated, spool, spool_max_bytes=1024 * 1024)  # 256 KiB segments
+    await first.start()
+    for i in range(200):
+        first.submit(_event(i, request_body={"text": "x" * 2000}))
+        if i % 20 == 19:
+            await first.committer.barrier()
+    await first.stop(timeout_s=2)
+    await unmigrated.dispose()
+    oldest, *_rest = sorted(spool.glob("seg-*.log"))
+    assert _rest  # rotated: the oldest segment is closed
+    with open(oldest, "ab") as fh:  # its zero tail was not cut yet when the process died
+        fh.write(bytes(64 * 1024))
+
+    caplog.set_level("WARNING", logger="gateway.audit.spool")
+    caplog.clear()
+    _, engine = await _db(tmp_path / "gw.db")
+    second = _writer(engine, spool)
+    await second.start()
+    assert await second.flush(30)
+    await second.stop()
+    assert not [r for r in caplog.records if r.name == "gateway.audit.spool"]
+    assert await _count(engine) == 200
+    assert (await verify_chains(engine, Hasher())).ok
+    await engine.dispose()
+
+
 async def test_a_segment_cut_short_while_being_started_is_dropped(tmp_path: Path) -> None:
     _, engine = await _db(tmp_path / "gw.db")
     spool = tmp_path / "spool"

@@ -124,6 +124,8 @@ class Committer:
                     log.exception("audit committer failed on a batch")
                     self._settle([], [f for e, f in batch if e is not None],
                                  [f for e, f in batch if e is None])
+                if self.spool.is_open:
+                    self.spool.top_up()  # the batch is settled: nobody waits on this
             elif stopping:
                 return
 

@@ -12,6 +12,13 @@ Layout of `spool_dir` (one process per folder, held with `flock` on `LOCK`):
 Only the committer thread appends; the shipper reads up to the committed (fsynced) size of each
 segment, so it never sees a half-written record. A torn tail (power loss) is cut at start-up.
 Segments wholly behind the ack position are deleted. `bytes` counts every file in the folder.
+
+With fsync on, the active segment is kept zero-filled a little ahead of its end (`top_up`, in
+1 MiB steps while the committer is otherwise idle): a group commit then overwrites blocks
+the file already has, so `fdatasync` writes data only, with no file size or block map to
+journal (about half the time of an appending one on the development VM's disk). Zeros are no
+record (a zero length frame fails to parse), so a zero tail reads as the end of a segment; it
+is cut when the segment is closed and at start-up.
 """
 
 from __future__ import annotations
@@ -39,6 +46,9 @@ FRAME = struct.Struct(">II")  # payload length, CRC-32 of the payload
 _MAX_RECORD = 64 * 1024 * 1024
 _SEGMENT_PREFIX, _SEGMENT_SUFFIX = "seg-", ".log"
 _READ_CHUNK = 4 * 1024 * 1024
+_ZERO_STEP = 1024 * 1024  # zero-filled room added to the active segment at a time
+_ZERO_LOW = 256 * 1024  # top up when less than this is left
+_NO_RECORD = bytes(FRAME.size)  # what a zero-filled tail starts with
 
 
 class SpoolError(Exception):
@@ -89,11 +99,12 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def _write_all(fd: int, data: bytes, offset: int) -> None:
     view = memoryview(data)
     while view:
-        written = os.write(fd, view)
+        written = os.pwrite(fd, view, offset)
         view = view[written:]
+        offset += written
 
 
 class Spool:
@@ -117,6 +128,7 @@ class Spool:
         self._ack = Position("", 0)
         self._lock_fd: int | None = None
         self._fd: int | None = None
+        self._allocated = 0  # file size of the active segment: its end plus the zero tail
         self._read_cache: tuple[str, int] | None = None  # (segment, fd)
         self._ack_bytes = 0
 
@@ -158,7 +170,8 @@ class Spool:
         if not self._segments:
             self._new_segment(0, GENESIS)
         active = self._segments[-1]
-        self._fd = os.open(self.folder / active, os.O_WRONLY | os.O_APPEND)
+        self._fd = os.open(self.folder / active, os.O_WRONLY)
+        self._allocated = self._sizes[active]
         self._load_ack()
         self.bytes = self._disk_bytes()
         ack = self.folder / "ack"
@@ -189,8 +202,9 @@ class Spool:
         data = path.read_bytes()
         records, end = _parse(data)
         if end < len(data):
-            log.warning("audit spool: cutting a torn tail",
-                        extra={"segment": name, "bytes": len(data) - end})
+            if data.count(0, end) != len(data) - end:  # zeros are room made ahead, not a tear
+                log.warning("audit spool: cutting a torn tail",
+                            extra={"segment": name, "bytes": len(data) - end})
             with open(path, "r+b") as fh:
                 fh.truncate(end)
                 os.fsync(fh.fileno())
@@ -232,10 +246,11 @@ class Spool:
     def _new_segment(self, head_seq: int, head_hash: str) -> None:
         name = _segment_name(head_seq + 1)
         path = self.folder / name
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o600)
+        self._cut_zero_tail()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             header = frame(orjson.dumps({"h": {"seq": head_seq, "hash": head_hash}}))
-            _write_all(fd, header)
+            _write_all(fd, header, 0)
             os.fsync(fd)
         except BaseException:
             os.close(fd)
@@ -249,6 +264,7 @@ class Spool:
         if self._fd is not None:
             os.close(self._fd)
         self._fd = fd
+        self._allocated = len(header)
         self.head_seq, self.head_hash = head_seq, head_hash
 
     def _disk_bytes(self) -> int:
@@ -261,7 +277,48 @@ class Spool:
     # --- writing (committer thread only) -----------------------------------------------
     def room(self) -> int:
         """Bytes that may still be appended under `max_bytes` (a rotation header kept aside)."""
-        return self.max_bytes - self.bytes - 256
+        return self.max_bytes - self.bytes - 256 + self._zero_room()
+
+    def _zero_room(self) -> int:
+        """Zero-filled bytes past the end of the active segment (already counted in `bytes`)."""
+        if not self._segments:
+            return 0
+        return max(0, self._allocated - self._sizes[self._segments[-1]])
+
+    def top_up(self) -> None:
+        """Zero-fill the next stretch of the active segment when little is left (fsync only).
+
+        Committer thread, between batches; failures are harmless (appends then grow the
+        file as they would without it)."""
+        if not self.fsync or self._fd is None or self._zero_room() >= _ZERO_LOW:
+            return
+        step = min(_ZERO_STEP, self.segment_bytes - self._allocated,
+                   self.max_bytes - self.bytes - 256)
+        if step < FRAME.size:
+            return
+        try:
+            _write_all(self._fd, bytes(step), self._allocated)
+            os.fdatasync(self._fd)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, self._allocated)
+            return
+        with self._meta:
+            self._allocated += step
+            self.bytes += step
+
+    def _cut_zero_tail(self) -> None:
+        """Give back the zero tail of the active segment before it is closed."""
+        if self._fd is None or not self._zero_room():
+            return
+        end = self._sizes[self._segments[-1]]
+        try:
+            os.ftruncate(self._fd, end)  # not synced: a tail that comes back reads as the end
+        except OSError:
+            return
+        with self._meta:
+            self.bytes -= self._allocated - end
+            self._allocated = end
 
     def append(self, frames: list[bytes], head_seq: int, head_hash: str) -> None:
         """Write records in one go and make them durable; raise OSError (nothing committed)."""
@@ -271,17 +328,23 @@ class Spool:
         active = self._segments[-1]
         data = b"".join(frames)
         before = self._sizes[active]
+        end = before + len(data)
         try:
-            _write_all(self._fd, data)
+            _write_all(self._fd, data, before)
             if self.fsync:
                 os.fdatasync(self._fd)
         except OSError:
-            with contextlib.suppress(OSError):
+            with contextlib.suppress(OSError):  # nothing of the batch may survive a restart
                 os.ftruncate(self._fd, before)
+            with self._meta:
+                self.bytes += before - self._allocated
+                self._allocated = before
             raise
         with self._meta:
-            self._sizes[active] = before + len(data)
-            self.bytes += len(data)
+            self._sizes[active] = end
+            if end > self._allocated:
+                self.bytes += end - self._allocated
+                self._allocated = end
         self.head_seq, self.head_hash = head_seq, head_hash
         if self._sizes[active] >= self.segment_bytes:
             try:
@@ -321,6 +384,9 @@ class Spool:
                 if FRAME.size + length <= limit - off and length <= _MAX_RECORD:
                     data = self._pread(seg, off, FRAME.size + length)
                     records, end = _parse(data)
+            if not records and data.startswith(_NO_RECORD):  # a zero tail: the segment ends
+                off = limit
+                continue
             if not records:
                 log.error("audit spool: unreadable record, skipping the rest of the segment",
                           extra={"segment": seg, "offset": off})
