@@ -637,3 +637,6 @@ def test_metrics_are_prometheus_text(agw: GatewayProcess, people: dict[str, Any]
     assert "gateway_audit_queue_depth" in after and "gateway_audit_spool_bytes" in after
     assert sample(after, "gateway_audit_spool_bytes") > 0
     assert "gateway_audit_unavailable" in after
+    # each answer was held once for its event (the start of the response, not its body again)
+    assert sample(after, "gateway_audit_durable_wait_seconds_count") == \
+        sample(before, "gateway_audit_durable_wait_seconds_count") + 2

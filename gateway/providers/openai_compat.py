@@ -1,7 +1,7 @@
-"""Our own client for OpenAI-compatible upstreams (OpenAI, vLLM, Ollama, llama.cpp, …) on aiohttp.
+"""Our own client for OpenAI-compatible upstreams (OpenAI, vLLM, Ollama, llama.cpp, …).
 
-One pooled session per process; bodies go out as orjson bytes; streams are parsed line by
-line with a first-chunk and an idle time limit.
+One pooled HTTP/1.1 client per process (`gateway/providers/http1.py`); bodies go out as orjson
+bytes; streams are parsed line by line with a first-chunk and an idle time limit.
 """
 
 from __future__ import annotations
@@ -10,10 +10,17 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp
 import orjson
 
 from gateway.providers.base import Endpoint, ProviderError, Target
+from gateway.providers.http1 import (
+    Http1Client,
+    UpstreamAnswer,
+    UpstreamClosed,
+    UpstreamConnectError,
+    UpstreamProtocolError,
+    UpstreamStream,
+)
 from gateway.providers.summary import scrub
 
 # Providers that speak the OpenAI protocol, with their public base URL when they have one.
@@ -39,8 +46,8 @@ _PATHS = {"chat": "/chat/completions", "completions": "/completions",
 _ERROR_BODY_LIMIT = 64 * 1024
 
 
-def _retry_after(headers: Any) -> float | None:
-    value = headers.get("retry-after")
+def _retry_after(answer: UpstreamAnswer | UpstreamStream) -> float | None:
+    value = answer.header("retry-after")
     if value is None:
         return None
     try:
@@ -76,19 +83,10 @@ class OpenAICompatProvider:
     enforces_timeouts = True
 
     def __init__(self) -> None:
-        self._session: aiohttp.ClientSession | None = None
-
-    def _client(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300,
-                                             keepalive_timeout=30, enable_cleanup_closed=True)
-            self._session = aiohttp.ClientSession(connector=connector, auto_decompress=True,
-                                                  skip_auto_headers=("User-Agent",))
-        return self._session
+        self._http = Http1Client(keepalive_s=30.0)
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        await self._http.aclose()
 
     @staticmethod
     def _request(endpoint: Endpoint, body: dict[str, Any], target: Target
@@ -106,23 +104,18 @@ class OpenAICompatProvider:
     async def call(self, endpoint: Endpoint, body: dict[str, Any], target: Target
                    ) -> dict[str, Any]:
         url, data, headers = self._request(endpoint, body, target)
-        timeout = aiohttp.ClientTimeout(total=target.timeout_s,
-                                        sock_connect=target.connect_timeout_s)
         try:
-            async with self._client().post(url, data=data, headers=headers,
-                                           timeout=timeout) as resp:
-                raw = await resp.read()
-                status = resp.status
-                if status >= 400:
-                    raise ProviderError(_error_message(status, raw[:_ERROR_BODY_LIMIT], target),
-                                        status=status, retry_after_s=_retry_after(resp.headers))
+            answer = await self._http.post(url, data, headers, timeout_s=target.timeout_s,
+                                           connect_timeout_s=target.connect_timeout_s)
         except TimeoutError:
             raise ProviderError(f"upstream did not answer within {target.timeout_s:g} s",
                                 kind="timeout") from None
-        except aiohttp.ClientConnectionError as exc:
-            raise ProviderError(_connection_failure(exc), kind="connect") from None
-        except aiohttp.ClientPayloadError:
-            raise ProviderError("upstream connection dropped mid-answer", kind="protocol") from None
+        except (UpstreamConnectError, UpstreamClosed, UpstreamProtocolError) as exc:
+            raise _failure(exc) from None
+        raw, status = answer.body, answer.status
+        if status >= 400:
+            raise ProviderError(_error_message(status, raw[:_ERROR_BODY_LIMIT], target),
+                                status=status, retry_after_s=_retry_after(answer))
         try:
             parsed = orjson.loads(raw)
         except orjson.JSONDecodeError:
@@ -143,31 +136,29 @@ class OpenAICompatProvider:
                                            target)
         loop = asyncio.get_running_loop()
         first_deadline = loop.time() + target.first_token_timeout_s
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=target.connect_timeout_s)
         try:
             async with asyncio.timeout_at(first_deadline):
-                resp = await self._client().post(url, data=data, headers=headers,
-                                                 timeout=timeout)
+                resp = await self._http.open_stream(url, data, headers,
+                                                    connect_timeout_s=target.connect_timeout_s)
         except TimeoutError:
             raise ProviderError(f"upstream sent no first byte within "
                                 f"{target.first_token_timeout_s:g} s", kind="timeout") from None
-        except aiohttp.ClientConnectionError as exc:
-            raise ProviderError(_connection_failure(exc), kind="connect") from None
+        except (UpstreamConnectError, UpstreamClosed, UpstreamProtocolError) as exc:
+            raise _failure(exc) from None
         try:
             if resp.status >= 400:
                 try:
                     async with asyncio.timeout_at(first_deadline):
-                        raw = await resp.content.read(_ERROR_BODY_LIMIT)
-                except TimeoutError:
+                        raw = await resp.read(_ERROR_BODY_LIMIT)
+                except (TimeoutError, UpstreamClosed, UpstreamProtocolError):
                     raw = b""
                 raise ProviderError(_error_message(resp.status, raw, target), status=resp.status,
-                                    retry_after_s=_retry_after(resp.headers))
+                                    retry_after_s=_retry_after(resp))
             first = True
             while True:
                 when = first_deadline if first else loop.time() + target.idle_timeout_s
                 try:
-                    async with asyncio.timeout_at(when):
-                        line = await resp.content.readline()
+                    line = await resp.readline(when)
                 except TimeoutError:
                     what = (f"sent no first chunk within {target.first_token_timeout_s:g} s"
                             if first else f"stalled for {target.idle_timeout_s:g} s")
@@ -193,19 +184,21 @@ class OpenAICompatProvider:
                                         kind="protocol")
                 first = False
                 yield chunk
-        except aiohttp.ClientPayloadError:
+        except UpstreamClosed:
             raise ProviderError("upstream connection dropped mid-stream",
                                 kind="protocol") from None
-        except aiohttp.ClientConnectionError as exc:
-            raise ProviderError(_connection_failure(exc), kind="connect") from None
+        except UpstreamProtocolError as exc:
+            raise ProviderError(str(exc), kind="protocol") from None
         finally:
-            resp.release() if resp.content.at_eof() else resp.close()
+            resp.close()
 
 
-def _connection_failure(exc: aiohttp.ClientConnectionError) -> str:
-    """Which kind of connection failure, without the host, port or OS error text."""
-    if isinstance(exc, aiohttp.ServerDisconnectedError):
-        return "upstream closed the connection without an answer"
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return "cannot connect to upstream"
-    return f"upstream connection failed ({type(exc).__name__})"
+def _failure(exc: Exception) -> ProviderError:
+    """The provider error for a failed exchange, without the host, port or OS error text."""
+    if isinstance(exc, UpstreamConnectError):
+        return ProviderError("cannot connect to upstream", kind="connect")
+    if isinstance(exc, UpstreamClosed) and not exc.answered:
+        return ProviderError("upstream closed the connection without an answer", kind="connect")
+    if isinstance(exc, UpstreamClosed):
+        return ProviderError("upstream connection dropped mid-answer", kind="protocol")
+    return ProviderError(str(exc), kind="protocol")
