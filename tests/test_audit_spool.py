@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 from gateway.audit.bodies import BodyRecorder, body_text
 from gateway.audit.chain import Hasher
 from gateway.audit.committer import current_tickets
-from gateway.audit.spool import Spool, SpoolError
+from gateway.audit.spool import Spool, SpoolError, frame
 from gateway.audit.verify import verify_chains
 from gateway.migrate import upgrade
 from gateway.pipeline import audit_event
@@ -370,3 +370,23 @@ def test_canonical_times_keep_their_hashed_form() -> None:
     plus_two = timezone(timedelta(hours=2))
     assert _time_text(datetime(2026, 1, 2, 5, 4, 5, tzinfo=plus_two)) == \
         _time_text(datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)) == "2026-01-02T03:04:05.000000"
+
+
+def test_reads_in_small_batches_return_every_event_once_in_order(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool", max_bytes=1 << 20, segment_bytes=64 * 1024)
+    spool.open("r")
+    for first in range(1, 301, 30):  # ten appends; ~1 KiB records: a few segments
+        records = [frame(orjson.dumps({"e": {"seq": s, "pad": "p" * 1000}}))
+                   for s in range(first, first + 30)]
+        spool.append(records, first + 29, f"h{first + 29}")
+    assert len(list((tmp_path / "spool").glob("seg-*.log"))) >= 3
+    seen: list[int] = []
+    pos = spool.ack_position
+    while True:
+        batch, pos = spool.read(pos, 7)
+        if not batch:
+            break
+        assert len(batch) <= 7
+        seen.extend(r["e"]["seq"] for r in batch)
+    assert seen == list(range(1, 301))
+    spool.close()

@@ -15,6 +15,8 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
+from operator import itemgetter
 from typing import Any
 
 import orjson
@@ -71,20 +73,21 @@ def split_records(records: list[dict[str, Any]]
     return events, bodies, kinds
 
 
-def _sqlite_insert(table: Any) -> tuple[str, tuple[str, ...]]:
-    """`INSERT … VALUES (?, …) ON CONFLICT DO NOTHING` and its column order."""
+def _sqlite_insert(table: Any) -> tuple[str, Callable[[dict[str, Any]], tuple[Any, ...]]]:
+    """`INSERT … VALUES (?, …) ON CONFLICT DO NOTHING`, and what makes a row's values tuple
+    in its column order (an `itemgetter`: one C call per row)."""
     cached = _SQLITE_STATEMENTS.get(table.name)
     if cached is None:
         names = tuple(str(c.name) for c in table.columns)
         columns = ", ".join(f'"{n}"' for n in names)
         marks = ", ".join("?" for _ in names)
         cached = (f"INSERT INTO {table.name} ({columns}) VALUES ({marks}) "
-                  "ON CONFLICT DO NOTHING", names)
+                  "ON CONFLICT DO NOTHING", itemgetter(*names))
         _SQLITE_STATEMENTS[table.name] = cached
     return cached
 
 
-_SQLITE_STATEMENTS: dict[str, tuple[str, tuple[str, ...]]] = {}
+_SQLITE_STATEMENTS: dict[str, tuple[str, Callable[[dict[str, Any]], tuple[Any, ...]]]] = {}
 
 
 async def store_records(engine: AsyncEngine, records: list[dict[str, Any]]) -> None:
@@ -109,15 +112,17 @@ async def store_records(engine: AsyncEngine, records: list[dict[str, Any]]) -> N
                               else [r[n] for r in rows] for n in names]
                     await driver.execute(sql, *arrays)
         return
-    events = [{**row, "pii": _json_text(row["pii"])} for row in events]
+    for row in events:  # the rows are this batch's own (parsed from the spool): edit in place
+        if row["pii"] is not None:
+            row["pii"] = _json_text(row["pii"])
     async with engine.begin() as conn:  # commits (or rolls back) the driver's transaction
         raw = await conn.get_raw_connection()
         driver = raw.driver_connection
         for table, rows in ((audit_events, events), (audit_bodies, bodies),
                             (audit_pii, kinds)):
             if rows:
-                sql, names = _sqlite_insert(table)
-                await driver.executemany(sql, [tuple(r[n] for n in names) for r in rows])
+                sql, values = _sqlite_insert(table)
+                await driver.executemany(sql, list(map(values, rows)))
 
 
 def _json_text(value: Any) -> str | None:

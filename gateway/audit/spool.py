@@ -69,12 +69,15 @@ def _segment_name(first_seq: int) -> str:
     return f"{_SEGMENT_PREFIX}{first_seq:020d}{_SEGMENT_SUFFIX}"
 
 
-def _parse(data: bytes, start: int = 0) -> tuple[list[tuple[int, dict[str, Any]]], int]:
-    """Complete, valid records in `data` from `start`: [(end offset, payload)], valid end."""
+def _parse(data: bytes, start: int = 0, events: int | None = None
+           ) -> tuple[list[tuple[int, dict[str, Any]]], int]:
+    """Complete, valid records in `data` from `start`: [(end offset, payload)], valid end.
+
+    With `events`, it stops after that many event records (the rest is left unparsed)."""
     out: list[tuple[int, dict[str, Any]]] = []
     pos = start
     size = len(data)
-    while pos + FRAME.size <= size:
+    while pos + FRAME.size <= size and (events is None or events > 0):
         length, crc = FRAME.unpack_from(data, pos)
         end = pos + FRAME.size + length
         if length > _MAX_RECORD or end > size:
@@ -88,6 +91,8 @@ def _parse(data: bytes, start: int = 0) -> tuple[list[tuple[int, dict[str, Any]]
             break
         out.append((end, record))
         pos = end
+        if events is not None and "e" in record:
+            events -= 1
     return out, pos
 
 
@@ -378,7 +383,7 @@ class Spool:
                 seg, off = segments[idx + 1], 0
                 continue
             data = self._pread(seg, off, min(limit - off, _READ_CHUNK))
-            records, end = _parse(data)
+            records, end = _parse(data, events=max_records - len(out))
             if not records and len(data) >= FRAME.size:  # one record larger than a chunk
                 length = FRAME.unpack_from(data, 0)[0]
                 if FRAME.size + length <= limit - off and length <= _MAX_RECORD:
