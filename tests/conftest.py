@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import openai
@@ -111,8 +111,12 @@ def client(gateway: GatewayProcess, app_key: str) -> openai.OpenAI:
 
 
 @pytest.fixture
-def aclient(gateway: GatewayProcess, app_key: str) -> openai.AsyncOpenAI:
-    return openai.AsyncOpenAI(base_url=gateway.base_url, api_key=app_key, max_retries=0)
+async def aclient(gateway: GatewayProcess, app_key: str) -> AsyncIterator[openai.AsyncOpenAI]:
+    # Closed in the test's own loop: a client collected later closes sockets whose file
+    # descriptors a later test's connections may have been given by then (their reads hang).
+    client = openai.AsyncOpenAI(base_url=gateway.base_url, api_key=app_key, max_retries=0)
+    yield client
+    await client.close()
 
 
 @pytest.fixture

@@ -44,7 +44,11 @@ async def test_concurrent_mixed_requests_leave_exactly_one_event_each(
         except openai.APIStatusError:
             pass
 
-    await asyncio.gather(*(one(i) for i in range(100)))
+    try:
+        await asyncio.gather(*(one(i) for i in range(100)))
+    finally:  # a client left open is collected later, closing sockets whose numbers (file
+        await sdk.close()  # descriptors) a later test's connections may have by then
+        await bad.close()
     rows = await asyncio.to_thread(gateway.wait_for_audit, "request_id LIKE :t", {"t": f"{tag}-%"},
                                    count=100)
     assert sorted(r["request_id"] for r in rows) == sorted(f"{tag}-{i}" for i in range(100))
