@@ -297,3 +297,22 @@ async def test_a_stalled_stream_times_out_at_the_deadline() -> None:
         await asyncio.sleep(0.05)  # connection_lost comes on the next loop turns
     assert not client._open
     await client.aclose()
+
+
+async def test_an_informational_answer_is_skipped() -> None:
+    async def early_hints(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                          server: Server) -> None:
+        await server.read_request(reader)
+        writer.write(b"HTTP/1.1 103 Early Hints\r\nlink: </x>; rel=preload\r\n\r\n")
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        writer.write(answer(b'{"ok": true}'))
+        await writer.drain()
+        await asyncio.sleep(1)
+
+    client = Http1Client()
+    async with Server(early_hints) as server:
+        got = await client.post(server.url, b"{}", JSON, timeout_s=5, connect_timeout_s=5)
+        assert (got.status, got.body) == (200, b'{"ok": true}')
+        assert got.header("link") is None
+    await client.aclose()
