@@ -13,12 +13,12 @@ Only the committer thread appends; the shipper reads up to the committed (fsynce
 segment, so it never sees a half-written record. A torn tail (power loss) is cut at start-up.
 Segments wholly behind the ack position are deleted. `bytes` counts every file in the folder.
 
-With fsync on, the active segment is kept zero-filled a little ahead of its end (`top_up`, in
-1 MiB steps while the committer is otherwise idle): a group commit then overwrites blocks
-the file already has, so `fdatasync` writes data only, with no file size or block map to
-journal (about half the time of an appending one on the development VM's disk). Zeros are no
-record (a zero length frame fails to parse), so a zero tail reads as the end of a segment; it
-is cut when the segment is closed and at start-up.
+With fsync on, the active segment is kept zero-filled a little ahead of its end (`top_up`:
+1 MiB steps, by the committer once a batch's answers are released). A group commit then
+overwrites blocks the file already has, so `fdatasync` writes data only, with no file size or
+block map to journal (about half the time of an appending one on the development VM's disk).
+Zeros are no record (a zero length frame fails to parse), so a zero tail reads as the end of
+a segment; it is cut when the segment is closed and at start-up.
 """
 
 from __future__ import annotations

@@ -231,7 +231,6 @@ class _Connection(asyncio.Protocol):
         return data
 
 
-
 class UpstreamStream:
     """A streamed answer: `status`, `header()`, then `readline()` until it returns b""."""
 
