@@ -303,16 +303,40 @@ class Http1Client:
     async def post(self, url: str, body: bytes, headers: dict[str, str], *,
                    timeout_s: float, connect_timeout_s: float) -> UpstreamAnswer:
         """Send, and read the whole answer within `timeout_s` (TimeoutError after it)."""
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        origin, conn = await self._exchange(url, body, headers, connect_timeout_s, deadline,
+                                            whole=True)
+        answer = UpstreamAnswer(conn.status, conn.take(), conn.headers)
+        if conn.keep_alive:
+            self._release(origin, conn)
+        else:
+            conn.abort()
+        return answer
+
+    async def open_stream(self, url: str, body: bytes, headers: dict[str, str], *,
+                          connect_timeout_s: float) -> UpstreamStream:
+        """Send, and return once the status line and headers are in (time limits: the
+        caller's, around this and each read). Close the stream when done with it."""
+        origin, conn = await self._exchange(url, body, headers, connect_timeout_s, None,
+                                            whole=False)
+        return UpstreamStream(self, origin, conn)
+
+    async def _exchange(self, url: str, body: bytes, headers: dict[str, str],
+                        connect_timeout_s: float, deadline: float | None, *, whole: bool
+                        ) -> tuple[_Origin, _Connection]:
+        """Send the request; return when the whole answer is in, or (not `whole`) its head.
+        Sent once more, on a fresh connection, only when a reused one turns out closed
+        before any byte of the answer."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_s
         origin = self._origin(url)
         request = self._head(origin, headers) + b"%d\r\n\r\n" % len(body) + body
         for fresh in (False, True):
             conn, reused = await self._acquire(origin, fresh, connect_timeout_s, deadline)
-            timer = loop.call_at(deadline, conn.fail, TimeoutError())
+            timer = None if deadline is None else loop.call_at(deadline, conn.fail,
+                                                               TimeoutError())
             try:
                 conn.transport.write(request)  # type: ignore[union-attr]
-                while not conn.complete:
+                while not (conn.complete if whole else conn.answered):
                     await conn.wait()
             except UpstreamClosed:
                 if reused and not conn.got_bytes and not fresh:
@@ -322,35 +346,9 @@ class Http1Client:
                 conn.abort()
                 raise
             finally:
-                timer.cancel()
-            answer = UpstreamAnswer(conn.status, conn.take(), conn.headers)
-            if conn.keep_alive:
-                self._release(origin, conn)
-            else:
-                conn.abort()
-            return answer
-        raise AssertionError("unreachable")
-
-    async def open_stream(self, url: str, body: bytes, headers: dict[str, str], *,
-                          connect_timeout_s: float) -> UpstreamStream:
-        """Send, and return once the status line and headers are in (time limits: the
-        caller's, around this and each read). Close the stream when done with it."""
-        origin = self._origin(url)
-        request = self._head(origin, headers) + b"%d\r\n\r\n" % len(body) + body
-        for fresh in (False, True):
-            conn, reused = await self._acquire(origin, fresh, connect_timeout_s, None)
-            try:
-                conn.transport.write(request)  # type: ignore[union-attr]
-                while not conn.answered:
-                    await conn.wait()
-            except UpstreamClosed:
-                if reused and not conn.got_bytes and not fresh:
-                    continue
-                raise
-            except BaseException:
-                conn.abort()
-                raise
-            return UpstreamStream(self, origin, conn)
+                if timer is not None:
+                    timer.cancel()
+            return origin, conn
         raise AssertionError("unreachable")
 
     async def aclose(self) -> None:
