@@ -316,3 +316,25 @@ async def test_an_informational_answer_is_skipped() -> None:
         assert (got.status, got.body) == (200, b'{"ok": true}')
         assert got.header("link") is None
     await client.aclose()
+
+
+async def test_a_stream_left_at_its_done_line_gives_its_connection_back() -> None:
+    async def sse_in_one_write(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                               server: Server) -> None:
+        while True:
+            await server.read_request(reader)
+            data = b'data: {"n": 1}\n\ndata: [DONE]\n\n'
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+                         b"transfer-encoding: chunked\r\n\r\n%x\r\n%s\r\n0\r\n\r\n"
+                         % (len(data), data))
+            await writer.drain()
+
+    client = Http1Client()
+    async with Server(sse_in_one_write) as server:
+        for _ in range(3):
+            stream = await client.open_stream(server.url, b"{}", JSON, connect_timeout_s=5)
+            while await stream.readline() != b"data: [DONE]\n":  # as the provider reads
+                pass
+            stream.close()  # the blank line after [DONE] is still unread
+        assert server.connections == 1
+    await client.aclose()

@@ -280,9 +280,11 @@ class UpstreamStream:
         return self._conn.complete and not self._conn.buffer
 
     def close(self) -> None:
-        """Done with it: the connection goes back to the pool if the answer ended cleanly."""
+        """Done with it: the connection goes back to the pool if the answer ended cleanly
+        (what is left unread of a complete answer, such as the blank line after `[DONE]`,
+        belongs to that answer and is dropped with it)."""
         conn = self._conn
-        if conn.complete and conn.keep_alive and not conn.buffer and conn.error is None:
+        if conn.complete and conn.keep_alive and conn.error is None:
             self._client._release(self._origin, conn)
         else:
             conn.abort()
