@@ -61,11 +61,14 @@ help:
 $(VPY):
 	$(PYTHON) -m venv $(VENV)
 
-# Shared recipe: $(1) = lock file. The lock holds the build backend (setuptools) too, so the
-# editable install runs without build isolation and nothing unlocked is fetched.
+# Shared recipe: $(1) = lock file. The lock is complete (every package, the build backend
+# setuptools included) and hashed, so pip installs exactly its files with --no-deps: nothing
+# is resolved against the index, whatever it publishes later and whichever pip the venv has
+# (the one `python3 -m venv` bundles is enough). `pip check` then proves the set consistent.
 define install_from_lock
-	@echo ">> installing $(1) into $(VENV)"
-	@$(PIP) install -q --require-hashes -r $(1) 2>&1 | $(PIP_FILTER)
+	@echo ">> installing $(1) into $(VENV) (exact files from the lock, nothing resolved)"
+	@$(PIP) install -q --no-deps --require-hashes --only-binary :all: -r $(1) 2>&1 | $(PIP_FILTER)
+	@$(PIP) check >/dev/null || { $(PIP) check >&2; echo "error: $(1) is not a consistent set: run make lock" >&2; exit 1; }
 	@echo ">> installing the project (editable, no deps)"
 	@$(PIP) install -q --no-deps --no-build-isolation -e . 2>&1 | $(PIP_FILTER)
 	@test -x $(VENV)/bin/gateway || { echo "error: $(VENV)/bin/gateway was not created" >&2; exit 1; }
