@@ -90,7 +90,7 @@ run: export GATEWAY_ADMIN_KEY ?= $(DEV_ADMIN_KEY)
 run: install
 	@echo ">> $(ADMIN_KEY_NOTE)"
 	$(VENV)/bin/gateway migrate
-	$(VENV)/bin/gateway serve
+	$(VENV)/bin/gateway serve --banner
 
 test: install-dev
 	bash scripts/test-services.sh -- $(VPY) -m pytest $(PYTEST_ARGS)

@@ -22,3 +22,8 @@ def upgrade(database_url: str, revision: str = "heads") -> None:
     command.upgrade(alembic_config(database_url), revision)
 
 
+def head_revisions() -> set[str]:
+    """The revisions `upgrade` ends at (one per branch)."""
+    from alembic.script import ScriptDirectory
+
+    return set(ScriptDirectory(str(MIGRATIONS_DIR)).get_heads())

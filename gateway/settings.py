@@ -8,6 +8,8 @@ from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_DATABASE_URL = "sqlite:///./data/gateway.db"
+# The admin key `make run` uses when GATEWAY_ADMIN_KEY is not set (documented; a laptop only).
+DEV_ADMIN_KEY = "dev-admin-key"
 
 
 class Settings(BaseSettings):

@@ -9,7 +9,6 @@ per chain on stderr) and exits 1 when a chain is broken. `purge` deletes events 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
@@ -17,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from gateway.commands.database import run_on_database
 from gateway.settings import Settings
 
 _FILTER_OPTIONS = ("key_id", "team", "user", "model_requested", "model_served", "deployment",
@@ -25,16 +25,8 @@ _FILTER_OPTIONS = ("key_id", "team", "user", "model_requested", "model_served", 
 
 
 def _run(settings: Settings, work: Callable[[Any], Awaitable[Any]]) -> Any:
-    from gateway.storage.engine import create_engine
-
-    async def main() -> Any:
-        engine = create_engine(settings.database_url, pool_size=1)
-        try:
-            return await work(engine)
-        finally:
-            await engine.dispose()
-
-    return asyncio.run(main())
+    """`work(engine)` on the checked database (exit 3 when it is not usable)."""
+    return run_on_database(settings, work)
 
 
 def _query(args: argparse.Namespace, settings: Settings, *, export: bool) -> Any:
@@ -100,6 +92,7 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_purge(args: argparse.Namespace, settings: Settings) -> int:
     from gateway.audit.chain import hasher_from_settings
     from gateway.audit.purge import count_expired, purge
+    from gateway.commands.config_files import print_problems
     from gateway.config import ConfigError, load_config
     from gateway.timeutil import iso, parse_iso, utcnow
 
@@ -115,8 +108,7 @@ def cmd_purge(args: argparse.Namespace, settings: Settings) -> int:
             try:
                 days = load_config(settings.config).audit.retention_days
             except ConfigError as exc:
-                for line in exc.lines:
-                    print(line, file=sys.stderr)
+                print_problems(exc)
                 return 1
         cutoff = utcnow() - timedelta(days=days)
     if args.dry_run:
@@ -130,10 +122,22 @@ def cmd_purge(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+_FILTER_HELP = {
+    "key_id": "a key's id (key_…)", "team": "a team name", "user": "the end user (`user`)",
+    "model_requested": "the model the client asked for",
+    "model_served": "the model that answered (after fallbacks)",
+    "deployment": "the deployment label that answered", "template_name": "a template name",
+    "status_code": "an HTTP status, e.g. 429", "error_code": "an error code, e.g. pii_blocked",
+    "request_id": "the x-request-id of one request", "stream": "true or false",
+    "pii_kind": "events where this PII kind was found (email, credit_card, …)",
+    "since": "from this ISO 8601 UTC time, e.g. 2026-12-01T00:00:00Z",
+    "until": "up to this ISO 8601 UTC time",
+}
+
+
 def _add_filters(parser: argparse.ArgumentParser, *, paging: bool) -> None:
     for name in _FILTER_OPTIONS:
-        parser.add_argument("--" + name.replace("_", "-"), dest=name,
-                            help="ISO 8601 UTC time" if name in ("since", "until") else None)
+        parser.add_argument("--" + name.replace("_", "-"), dest=name, help=_FILTER_HELP[name])
     if paging:
         parser.add_argument("--limit", type=int, help="page size (default 100, at most 1000)")
         parser.add_argument("--cursor", help="next_cursor from the previous page")
@@ -148,25 +152,49 @@ def _positive(text: str) -> int:
     return value
 
 
+def _parser(audit: Any, name: str, help_text: str, epilog: str) -> argparse.ArgumentParser:
+    return audit.add_parser(name, help=help_text, description=help_text[0].upper()
+                            + help_text[1:] + ".", epilog=epilog,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
 def register(sub: Any) -> None:
-    audit = sub.add_parser("audit", help="query, export, verify and purge the audit log") \
-        .add_subparsers(dest="audit_command", required=True)
-    query = audit.add_parser("query", help="one page of events, newest first (JSON)")
+    audit = sub.add_parser(
+        "audit", help="query, export, verify and purge the audit log",
+        description="The audit log, straight on the database (the same filters and answers "
+                    "as /audit/events, /audit/export and /audit/verify).",
+        epilog="examples:\n  gateway audit query --status-code 429 --limit 20\n"
+               "  gateway audit export --since 2026-12-01T00:00:00Z --format csv -o dec.csv\n"
+               "  gateway audit verify\n  gateway audit purge --dry-run",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    ).add_subparsers(dest="audit_command", required=True, metavar="ACTION")
+    query = _parser(audit, "query", "one page of events, newest first, as JSON",
+                    "example:\n  gateway audit query --team search --status-code 429\n"
+                    "  gateway audit query --cursor <next_cursor of the previous page>")
     _add_filters(query, paging=True)
     query.set_defaults(func=cmd_query)
-    export = audit.add_parser("export", help="every matching event, streamed")
+    export = _parser(audit, "export", "every matching event, streamed as JSON lines or CSV",
+                     "example:\n  gateway audit export --format csv -o audit.csv\n"
+                     "  gateway audit export --key-id key_… --since 2026-12-01T00:00:00Z")
     _add_filters(export, paging=False)
-    export.add_argument("--format", choices=["jsonl", "csv"], default="jsonl")
+    export.add_argument("--format", choices=["jsonl", "csv"], default="jsonl",
+                        help="jsonl (default) or csv")
     export.add_argument("--output", "-o", help="file to write (default: stdout)")
     export.set_defaults(func=cmd_export)
-    verify = audit.add_parser("verify", help="check every replica's hash chain; exit 1 if broken")
+    verify = _parser(audit, "verify", "check every replica's hash chain; exit 1 if broken",
+                     "example:\n  gateway audit verify && echo intact\n\n"
+                     "exit codes: 0 intact, 1 broken, 3 database not usable")
     verify.set_defaults(func=cmd_verify)
-    purge = audit.add_parser("purge", help="delete events past retention, in bounded batches")
+    purge = _parser(audit, "purge", "delete events past retention, in bounded batches",
+                    "example:\n  gateway audit purge --dry-run\n"
+                    "  gateway audit purge --days 90\n"
+                    "  gateway audit purge --before 2026-01-01T00:00:00Z")
     when = purge.add_mutually_exclusive_group()
     when.add_argument("--days", type=_positive,
                       help="keep this many days (default: audit.retention_days)")
     when.add_argument("--before", help="delete events received before this ISO 8601 UTC time")
-    purge.add_argument("--batch-size", dest="batch_size", type=_positive, default=5000)
+    purge.add_argument("--batch-size", dest="batch_size", type=_positive, default=5000,
+                       help="events deleted per transaction (default 5000)")
     purge.add_argument("--dry-run", dest="dry_run", action="store_true",
                        help="only count what would be deleted")
     purge.set_defaults(func=cmd_purge)

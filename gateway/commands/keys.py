@@ -3,25 +3,20 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from typing import Any
 
 import orjson
 
+from gateway.commands.database import run_on_database
 from gateway.settings import Settings
 
 
-async def _with_keys(fn: Any) -> Any:
-    from gateway.storage.engine import create_engine
+def _with_keys(settings: Settings, fn: Any) -> Any:
+    """`fn(keys, teams)` on the checked database (exit 3 when it is not usable)."""
     from gateway.storage.keys import KeyStore, TeamStore
 
-    settings = Settings()
-    engine = create_engine(settings.database_url, pool_size=1)
-    try:
-        return await fn(KeyStore(engine), TeamStore(engine))
-    finally:
-        await engine.dispose()
+    return run_on_database(settings, lambda engine: fn(KeyStore(engine), TeamStore(engine)))
 
 
 def cmd_keys_create(args: argparse.Namespace, settings: Settings) -> int:
@@ -49,7 +44,7 @@ def cmd_keys_create(args: argparse.Namespace, settings: Settings) -> int:
             return None
         return await keys.create(to_row(body.model_dump()))
 
-    result = asyncio.run(_with_keys(create))
+    result = _with_keys(settings, create)
     if result is None:
         print(f"unknown team {body.team!r}", file=sys.stderr)
         return 1
@@ -62,14 +57,14 @@ def cmd_keys_create(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_keys_list(args: argparse.Namespace, settings: Settings) -> int:
     from gateway.api.admin_schemas import key_view
 
-    rows = asyncio.run(_with_keys(lambda keys, teams: keys.list(team=args.team)))
+    rows = _with_keys(settings, lambda keys, teams: keys.list(team=args.team))
     print(orjson.dumps({"data": [key_view(r) for r in rows]}, option=orjson.OPT_INDENT_2)
           .decode())
     return 0
 
 
 def cmd_keys_revoke(args: argparse.Namespace, settings: Settings) -> int:
-    row = asyncio.run(_with_keys(lambda keys, teams: keys.revoke(args.key_id)))
+    row = _with_keys(settings, lambda keys, teams: keys.revoke(args.key_id))
     if row is None:
         print(f"no key with id {args.key_id!r}", file=sys.stderr)
         return 1
@@ -77,26 +72,49 @@ def cmd_keys_revoke(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _parser(keys: Any, name: str, help_text: str, epilog: str) -> argparse.ArgumentParser:
+    return keys.add_parser(name, help=help_text, description=help_text[0].upper()
+                           + help_text[1:] + ".", epilog=epilog,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
 def register(sub: Any) -> None:
-    keys = sub.add_parser("keys", help="manage virtual keys").add_subparsers(
-        dest="keys_command", required=True)
-    create = keys.add_parser("create", help="create a key (its secret is printed once)")
-    create.add_argument("--name", required=True)
-    create.add_argument("--team")
-    create.add_argument("--role", default="app", choices=["app", "admin", "compliance"])
-    create.add_argument("--models", help="comma-separated model names (default: all)")
-    create.add_argument("--rpm", type=int)
-    create.add_argument("--tpm", type=int)
-    create.add_argument("--max-concurrent", dest="max_concurrent", type=int)
-    create.add_argument("--budget-usd", dest="budget_usd", type=float)
+    keys = sub.add_parser(
+        "keys", help="manage virtual keys",
+        description="Create, list and revoke virtual keys, straight on the database (the "
+                    "same rules as /admin/keys).",
+        epilog="examples:\n  gateway keys create --name my-app --models demo,demo-embed "
+               "--rpm 600\n  gateway keys list --team search\n  gateway keys revoke key_…",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    ).add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+    create = _parser(keys, "create", "create a key (its secret is printed once)",
+                     "example:\n  gateway keys create --name my-app --team search "
+                     "--models demo --rpm 600 --budget-usd 25 --budget-period month")
+    create.add_argument("--name", required=True, help="a name for people (unique not required)")
+    create.add_argument("--team", help="the team (by name) whose limits also apply")
+    create.add_argument("--role", default="app", choices=["app", "admin", "compliance"],
+                        help="app calls /v1; admin also manages; compliance reads the audit "
+                             "log (default: app)")
+    create.add_argument("--models", help="comma-separated model names this key may use "
+                        "(default: every model its team may use)")
+    create.add_argument("--rpm", type=int, help="requests per minute")
+    create.add_argument("--tpm", type=int, help="tokens per minute")
+    create.add_argument("--max-concurrent", dest="max_concurrent", type=int,
+                        help="requests in flight at once")
+    create.add_argument("--budget-usd", dest="budget_usd", type=float,
+                        help="spend cap in USD per budget period")
     create.add_argument("--budget-period", dest="budget_period",
-                        choices=["day", "month", "total"])
+                        choices=["day", "month", "total"],
+                        help="the budget's period (default: month)")
     create.add_argument("--expires-at", dest="expires_at",
                         help="ISO 8601 UTC time, e.g. 2027-01-01T00:00:00Z")
     create.set_defaults(func=cmd_keys_create)
-    lst = keys.add_parser("list", help="list keys (never their secrets)")
-    lst.add_argument("--team")
+    lst = _parser(keys, "list", "list keys (never their secrets), as JSON",
+                  "example:\n  gateway keys list\n  gateway keys list --team search")
+    lst.add_argument("--team", help="only the keys of this team")
     lst.set_defaults(func=cmd_keys_list)
-    revoke = keys.add_parser("revoke", help="revoke a key; it answers 401 from then on")
-    revoke.add_argument("key_id")
+    revoke = _parser(keys, "revoke", "revoke a key; it answers 401 from then on",
+                     "example:\n  gateway keys revoke key_01JD…   (the id from `gateway keys "
+                     "list`)")
+    revoke.add_argument("key_id", help="the key's id (key_…), not its secret")
     revoke.set_defaults(func=cmd_keys_revoke)
