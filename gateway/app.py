@@ -39,6 +39,7 @@ from gateway.offline_data import price_map_path, use_offline_tiktoken
 from gateway.pii.stage import PiiStage, pii_hash_key
 from gateway.pipeline import audit_event
 from gateway.pipeline.auth import Authenticator
+from gateway.pipeline.provider_fields import TranslatedFields
 from gateway.pipeline.v1 import ModelAccess, V1Pipeline, error_response
 from gateway.policies.store import policies_for
 from gateway.pricing import PriceBook
@@ -94,7 +95,7 @@ def build_services(settings: Settings, config: LoadedConfig) -> Services:
     # The template stage runs before model access: a template may supply the model.
     # The audit gate comes first: nothing goes upstream when no audit record could be made.
     stages = [AuditGate(audit), TemplateStage(templates, config.server),
-              ModelAccess(router, policies),
+              ModelAccess(router, policies), TranslatedFields(router),
               Limits(limiter), PiiStage(hash_key, metrics)]
     observers = [BodyRecorder(config.audit.bodies), MetricsRecorder(metrics, router.models())]
     if tracing.enabled:
