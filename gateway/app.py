@@ -32,7 +32,7 @@ from gateway.api.services import Services
 from gateway.audit.bodies import BodyRecorder
 from gateway.audit.gate import AuditDurabilityMiddleware, AuditGate
 from gateway.config import LoadedConfig, load_config
-from gateway.errors import GatewayError, InternalError, MethodNotAllowed, NotFound
+from gateway.errors import GatewayError, InternalError, MethodNotAllowed, NotFound, clip
 from gateway.limits.limiter import Limiter
 from gateway.limits.stage import Limits
 from gateway.offline_data import price_map_path, use_offline_tiktoken
@@ -130,9 +130,10 @@ def _audit_unrouted(request: Request, exc: GatewayError) -> None:
 async def _http_exception(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     if exc.status_code == 405:
-        err: GatewayError = MethodNotAllowed(f"{request.method} is not allowed on this path")
+        err: GatewayError = MethodNotAllowed(f"{clip(request.method)} is not allowed on "
+                                             "this path")
     elif exc.status_code == 404:
-        err = NotFound(f"no such endpoint: {request.method} {request.url.path}")
+        err = NotFound(f"no such endpoint: {clip(request.method)} {clip(request.url.path)}")
     else:
         err = GatewayError(str(exc.detail))
         err.status_code = exc.status_code

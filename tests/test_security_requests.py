@@ -110,8 +110,11 @@ def key(gateway: GatewayProcess) -> str:
     return gateway.create_key(name="sec-app")["key"]
 
 
+CHAT = "/v1/chat/completions"
+
+
 def _post(gateway: GatewayProcess, key: str, body: dict[str, Any], *,
-          path: str = "/v1/chat/completions", headers: dict[str, str] | None = None
+          path: str = CHAT, headers: dict[str, str] | None = None
           ) -> tuple[httpx.Response, str]:
     rid = "sec-" + uuid.uuid4().hex[:12]
     r = httpx.post(gateway.url + path, json=body, timeout=60,
@@ -456,6 +459,7 @@ NASTY = "bad\nname\u202e\x1b[31m" + "z" * 5_000
 
 
 @pytest.mark.parametrize("case", [
+    ("long-path", {"model": "gpt", "messages": HELLO}, None, 404, "/v1/" + LONG),
     ("long-model", {"model": LONG, "messages": HELLO}, None, 404),
     ("control-model", {"model": NASTY, "messages": HELLO}, None, 404),
     ("long-key-path", {"model": "gpt", "messages": HELLO, LONG: {"api_key": 1}}, None, 400),
@@ -468,8 +472,8 @@ NASTY = "bad\nname\u202e\x1b[31m" + "z" * 5_000
 ], ids=lambda c: c[0] if isinstance(c, tuple) else None)
 def test_errors_echo_only_a_short_clean_excerpt_of_client_input(
         gateway: GatewayProcess, key: str, case: tuple) -> None:
-    _, body, headers, status = case
-    r, _ = _post(gateway, key, body, headers=headers)
+    _, body, headers, status, *path = case
+    r, _ = _post(gateway, key, body, headers=headers, path=path[0] if path else CHAT)
     assert r.status_code == status, r.text[:300]
     err = r.json()["error"]
     assert len(err["message"]) <= 200, err["message"]
