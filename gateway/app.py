@@ -32,13 +32,14 @@ from gateway.api.services import Services
 from gateway.audit.bodies import BodyRecorder
 from gateway.audit.gate import AuditDurabilityMiddleware, AuditGate
 from gateway.config import LoadedConfig, load_config
-from gateway.errors import GatewayError, InternalError, MethodNotAllowed, NotFound
+from gateway.errors import GatewayError, InternalError, MethodNotAllowed, NotFound, clip
 from gateway.limits.limiter import Limiter
 from gateway.limits.stage import Limits
 from gateway.offline_data import price_map_path, use_offline_tiktoken
 from gateway.pii.stage import PiiStage, pii_hash_key
 from gateway.pipeline import audit_event
 from gateway.pipeline.auth import Authenticator
+from gateway.pipeline.provider_fields import TranslatedFields
 from gateway.pipeline.v1 import ModelAccess, V1Pipeline, error_response
 from gateway.policies.store import policies_for
 from gateway.pricing import PriceBook
@@ -94,7 +95,7 @@ def build_services(settings: Settings, config: LoadedConfig) -> Services:
     # The template stage runs before model access: a template may supply the model.
     # The audit gate comes first: nothing goes upstream when no audit record could be made.
     stages = [AuditGate(audit), TemplateStage(templates, config.server),
-              ModelAccess(router, policies),
+              ModelAccess(router, policies), TranslatedFields(router),
               Limits(limiter), PiiStage(hash_key, metrics)]
     observers = [BodyRecorder(config.audit.bodies), MetricsRecorder(metrics, router.models())]
     if tracing.enabled:
@@ -129,9 +130,10 @@ def _audit_unrouted(request: Request, exc: GatewayError) -> None:
 async def _http_exception(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     if exc.status_code == 405:
-        err: GatewayError = MethodNotAllowed(f"{request.method} is not allowed on this path")
+        err: GatewayError = MethodNotAllowed(f"{clip(request.method)} is not allowed on "
+                                             "this path")
     elif exc.status_code == 404:
-        err = NotFound(f"no such endpoint: {request.method} {request.url.path}")
+        err = NotFound(f"no such endpoint: {clip(request.method)} {clip(request.url.path)}")
     else:
         err = GatewayError(str(exc.detail))
         err.status_code = exc.status_code

@@ -5,7 +5,9 @@ A bad file raises `ConfigError`, whose lines read `FILE: key.path: reason`.
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -200,10 +202,44 @@ def _resolve_ref(value: str, environ: Mapping[str, str]) -> str:
     return environ[name]
 
 
+# A host name: dot-separated labels of letters, digits, `-` (not at either end) and `_`
+# (container service names), each at most 63 characters. IP literals are checked apart.
+_HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)")
+
+
 def _check_url(value: str) -> str | None:
-    parts = urlsplit(value)
+    """Why an operator's `api_base` is not a usable destination, or None.
+
+    An http(s) URL with a host and an optional port and path; nothing that would travel
+    with every request or change where it goes: no user:password@, no query, no fragment,
+    no whitespace or control characters. Private and loopback hosts are fine (local model
+    servers). The reason never repeats the value: it may hold a secret.
+    """
+    if not value.isascii() or any(c.isspace() or not c.isprintable() for c in value):
+        return "must be an ASCII URL without spaces or control characters (IDN hosts in punycode)"
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError:
+        return "must be an http:// or https:// URL with a valid host and port"
     if parts.scheme not in ("http", "https") or not parts.netloc:
         return "must be an http:// or https:// URL"
+    if "@" in parts.netloc:
+        return "must not carry credentials (user:password@): use api_key"
+    if parts.query or parts.fragment or "?" in value or "#" in value:
+        return "must not have a query string or a fragment: paths are appended to it"
+    if port == 0 or (port is None and parts.netloc.endswith(":")):
+        return "must have a port between 1 and 65535"
+    host = parts.hostname or ""
+    if parts.netloc.startswith("["):
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            return "must have a valid IPv6 address between [ ]"
+        return None
+    labels = host[:-1].split(".") if host.endswith(".") else host.split(".")
+    if not host or len(host) > 253 or not all(_HOST_LABEL.fullmatch(label) for label in labels):
+        return "must have a valid host name"
     return None
 
 

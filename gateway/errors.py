@@ -14,9 +14,31 @@ GatewayError
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import orjson
+
+# What an error may echo of a client's input: a short excerpt, without control or format
+# characters (a newline, an ANSI escape or a right-to-left override could forge log lines or
+# change how a terminal shows the rest).
+ECHO_CHARS = 64
+MESSAGE_CHARS = 512
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u00ad\u061c\u180e\u200b-\u200f\u2028-\u202e"
+                     r"\u2060-\u206f\ufeff\ufff9-\ufffb]")
+
+
+def clip(value: Any, limit: int = ECHO_CHARS) -> str:
+    """`value` as text, at most `limit` characters (then `…`), unsafe characters as `?`."""
+    text = value if isinstance(value, str) else str(value)
+    if len(text) > limit:
+        text = text[:limit] + "…"
+    return text if text.isprintable() else _UNSAFE.sub("?", text)
+
+
+def excerpt(value: Any) -> str:
+    """A client's value quoted for an error message: `'gpt-4o'`, `'aaaa…'` when long."""
+    return f"'{clip(value)}'"
 
 
 class GatewayError(Exception):
@@ -40,9 +62,11 @@ class GatewayError(Exception):
         self.headers = headers or {}
 
     def to_openai_body(self) -> dict[str, Any]:
+        # Messages quote client input through `excerpt`; these bounds hold for any that do not.
+        param = None if self.param is None else clip(self.param)
         return {
-            "error": {"message": self.message, "type": self.type, "param": self.param,
-                      "code": self.code}
+            "error": {"message": clip(self.message, MESSAGE_CHARS), "type": self.type,
+                      "param": param, "code": self.code}
         }
 
     def to_json(self) -> bytes:

@@ -9,9 +9,16 @@ import time
 import orjson
 
 # Record attributes that are not extra fields (uvicorn's `color_message` repeats `msg` with
-# terminal colour codes).
+# terminal colour codes; litellm's filters stamp `litellm_redacted` on other libraries' records).
 _STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
-    "message", "color_message"}
+    "message", "color_message", "litellm_redacted"}
+# litellm's records carry upstream error text (which can echo a key) and request data: none
+# is written. The gateway logs what happened to each request itself.
+_SILENCED = ("LiteLLM", "litellm")
+
+
+def _not_silenced(record: logging.LogRecord) -> bool:
+    return not record.name.startswith(_SILENCED)
 
 
 class JsonFormatter(logging.Formatter):
@@ -35,6 +42,7 @@ class JsonFormatter(logging.Formatter):
 def configure(level: str = "info") -> None:
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(JsonFormatter())
+    handler.addFilter(_not_silenced)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -68,8 +68,8 @@ CASES = [
     ("stream-not-bool", {**OK_BODY, "stream": "yes"}, 400, "invalid_value", "stream"),
     ("api-base-top", {**OK_BODY, "api_base": "http://evil.example"}, 400,
      "forbidden_parameter", "api_base"),
-    ("base-url-nested", {**OK_BODY, "metadata": {"x": {"base_url": "http://evil"}}}, 400,
-     "forbidden_parameter", "metadata.x.base_url"),
+    ("base-url-nested", {**OK_BODY, "extra_body": {"x": {"base_url": "http://evil"}}}, 400,
+     "forbidden_parameter", "extra_body.x.base_url"),
     ("api-key-in-list", {**OK_BODY, "extra": [{"api_key": "sk-x"}]}, 400,
      "forbidden_parameter", "extra[0].api_key"),
     ("too-deep", {**OK_BODY, "deep": {"a": {"a": {"a": {"a": {"a": {"a": {"a": {"a": {"a": {

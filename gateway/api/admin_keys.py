@@ -10,20 +10,20 @@ from gateway.api.admin_auth import admin_endpoint, dump_fields, parse_model
 from gateway.api.admin_schemas import KeyCreate, KeyUpdate, key_view, to_row
 from gateway.api.http import json_response, services
 from gateway.context import Principal
-from gateway.errors import InvalidRequest, NotFound
+from gateway.errors import InvalidRequest, NotFound, excerpt
 
 
 async def _check_refs(request: Request, fields: dict) -> None:
     svc = services(request)
     team = fields.get("team")
     if team is not None and await svc.teams.get(team) is None:
-        raise InvalidRequest(f"unknown team {team!r}: create it first", param="team",
+        raise InvalidRequest(f"unknown team {excerpt(team)}: create it first", param="team",
                              code="invalid_value")
     models = fields.get("models")
     if models:
         unknown = [m for m in models if m not in svc.router.slots]
         if unknown:
-            raise InvalidRequest(f"unknown model {unknown[0]!r}", param="models",
+            raise InvalidRequest(f"unknown model {excerpt(unknown[0])}", param="models",
                                  code="invalid_value")
 
 
@@ -47,7 +47,7 @@ async def _get_or_404(request: Request) -> dict:
     key_id = request.path_params["key_id"]
     row = await services(request).keys.get(key_id)
     if row is None:
-        raise NotFound(f"no key with id {key_id!r}", param="key_id")
+        raise NotFound(f"no key with id {excerpt(key_id)}", param="key_id")
     return row
 
 
@@ -62,7 +62,7 @@ async def update_key(request: Request, principal: Principal) -> Response:
     fields = dump_fields(await parse_model(request, KeyUpdate))
     for required in ("name", "role"):
         if required in fields and fields[required] is None:
-            raise InvalidRequest(f"{required!r} cannot be null", param=required,
+            raise InvalidRequest(f"{excerpt(required)} cannot be null", param=required,
                                  code="invalid_value")
     await _check_refs(request, fields)
     svc = services(request)

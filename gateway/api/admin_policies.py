@@ -10,7 +10,7 @@ from gateway.api.admin_auth import admin_endpoint
 from gateway.api.http import json_response, services
 from gateway.config import ConfigError
 from gateway.context import Principal
-from gateway.errors import GatewayError, InvalidRequest, NotFound, RedactionUnavailable
+from gateway.errors import GatewayError, InvalidRequest, NotFound, RedactionUnavailable, excerpt
 from gateway.pii.actions import Redactor, scan
 from gateway.pii.detectors import detect
 from gateway.pipeline.body import parse_object, read_body
@@ -26,7 +26,7 @@ async def effective(request: Request, principal: Principal) -> Response:
     svc = services(request)
     row = await svc.keys.get(key_id)
     if row is None:
-        raise NotFound(f"no key with id {key_id!r}", param="key_id")
+        raise NotFound(f"no key with id {excerpt(key_id)}", param="key_id")
     team = None
     if row["team"] is not None:
         team_row = await svc.teams.get(row["team"])
@@ -62,11 +62,12 @@ async def dry_run(request: Request, principal: Principal) -> Response:
                              code="invalid_value")
     unknown = set(body) - {"text", "policy"}
     if unknown:
-        raise InvalidRequest(f"unknown field {sorted(unknown)[0]!r}", param=sorted(unknown)[0],
+        first = sorted(unknown)[0]
+        raise InvalidRequest(f"unknown field {excerpt(first)}", param=first,
                              code="invalid_value")
     policy = svc.policies.current.policies.get(name)
     if policy is None:
-        raise NotFound(f"no policy named {name!r}", param="policy")
+        raise NotFound(f"no policy named {excerpt(name)}", param="policy")
     rules = dict(policy.pii.input) if policy.pii else {}
     try:
         found = detect(text)

@@ -17,7 +17,7 @@ from starlette.routing import Route
 from gateway.api.admin_auth import admin_endpoint
 from gateway.api.http import json_response, services
 from gateway.context import Principal
-from gateway.errors import InvalidRequest
+from gateway.errors import InvalidRequest, excerpt
 from gateway.limits.spend import GROUP_BY
 from gateway.pricing import usd
 from gateway.timeutil import parse_iso
@@ -36,7 +36,7 @@ def _time(request: Request, name: str) -> datetime | None:
     try:
         return parse_iso(value)
     except ValueError as exc:
-        raise _bad(name, f"{name!r}: {exc}") from None
+        raise _bad(name, f"{excerpt(name)}: {exc}") from None
 
 
 @admin_endpoint(roles=frozenset({"admin", "compliance"}))
@@ -44,11 +44,11 @@ async def get_spend(request: Request, principal: Principal) -> Response:
     params = request.query_params
     unknown = sorted(set(params) - _PARAMS)
     if unknown:
-        raise _bad(unknown[0], f"unknown query parameter {unknown[0]!r}; use "
+        raise _bad(unknown[0], f"unknown query parameter {excerpt(unknown[0])}; use "
                    + ", ".join(sorted(_PARAMS)))
     for name in _PARAMS:
         if len(params.getlist(name)) > 1:
-            raise _bad(name, f"{name!r} may be given once")
+            raise _bad(name, f"{excerpt(name)} may be given once")
     group_by = params.get("group_by", "key")
     if group_by not in GROUP_BY:
         raise _bad("group_by", "'group_by' must be one of " + ", ".join(GROUP_BY))

@@ -10,7 +10,7 @@ from gateway.api.admin_auth import admin_endpoint, dump_fields, parse_model
 from gateway.api.admin_schemas import TeamCreate, TeamUpdate, team_view, to_row
 from gateway.api.http import json_response, services
 from gateway.context import Principal
-from gateway.errors import Conflict, InvalidRequest, NotFound
+from gateway.errors import Conflict, InvalidRequest, NotFound, excerpt
 from gateway.storage.keys import DuplicateName
 
 
@@ -19,7 +19,7 @@ def _check_models(request: Request, fields: dict) -> None:
     if models:
         unknown = [m for m in models if m not in services(request).router.slots]
         if unknown:
-            raise InvalidRequest(f"unknown model {unknown[0]!r}", param="models",
+            raise InvalidRequest(f"unknown model {excerpt(unknown[0])}", param="models",
                                  code="invalid_value")
 
 
@@ -30,7 +30,7 @@ async def create_team(request: Request, principal: Principal) -> Response:
     try:
         row = await services(request).teams.create(to_row(fields))
     except DuplicateName:
-        raise Conflict(f"a team named {fields['name']!r} exists already", param="name",
+        raise Conflict(f"a team named {excerpt(fields['name'])} exists already", param="name",
                        code="team_exists") from None
     return json_response(team_view(row), status_code=201)
 
@@ -46,7 +46,7 @@ async def get_team(request: Request, principal: Principal) -> Response:
     name = request.path_params["name"]
     row = await services(request).teams.get(name)
     if row is None:
-        raise NotFound(f"no team named {name!r}", param="name")
+        raise NotFound(f"no team named {excerpt(name)}", param="name")
     return json_response(team_view(row))
 
 
@@ -55,7 +55,7 @@ async def update_team(request: Request, principal: Principal) -> Response:
     name = request.path_params["name"]
     svc = services(request)
     if await svc.teams.get(name) is None:
-        raise NotFound(f"no team named {name!r}", param="name")
+        raise NotFound(f"no team named {excerpt(name)}", param="name")
     fields = dump_fields(await parse_model(request, TeamUpdate))
     _check_models(request, fields)
     row = await svc.teams.update(name, to_row(fields))

@@ -33,7 +33,7 @@ from starlette.routing import Route
 from gateway.api.admin_auth import admin_endpoint, parse_model
 from gateway.api.http import json_response, services
 from gateway.context import Principal
-from gateway.errors import Conflict, InvalidRequest
+from gateway.errors import Conflict, InvalidRequest, excerpt
 from gateway.pipeline.body import parse_object, read_body
 from gateway.templates.errors import TemplateError
 from gateway.templates.registry import TemplateRegistry
@@ -109,7 +109,7 @@ def _int_query(request: Request, key: str) -> int | None:
     except ValueError:
         value = 0
     if value < 1:
-        raise InvalidRequest(f"{key!r} must be a positive integer", param=key,
+        raise InvalidRequest(f"{excerpt(key)} must be a positive integer", param=key,
                              code="invalid_value")
     return value
 
@@ -119,12 +119,12 @@ async def _spec_body(request: Request, name: str | None = None) -> tuple[Any, di
     if name is not None:
         given = body.setdefault("name", name)
         if given != name:
-            raise InvalidRequest(f"the body names {given!r}, the path {name!r}", param="name",
-                                 code="invalid_value")
+            raise InvalidRequest(f"the body names {excerpt(given)}, the path {excerpt(name)}",
+                                 param="name", code="invalid_value")
     spec = parse_spec(body)
     doc = canonical(spec)
     if spec.model is not None and spec.model not in services(request).router.slots:
-        raise InvalidRequest(f"unknown model {spec.model!r}", param="model",
+        raise InvalidRequest(f"unknown model {excerpt(spec.model)}", param="model",
                              code="invalid_value")
     check_spec(services(request).templates.env, spec, doc)
     return spec, doc
@@ -150,7 +150,7 @@ async def create_template(request: Request, principal: Principal) -> Response:
         row = await reg.store.add_version(doc, content_hash(doc), author=principal.key_id,
                                           first=True)
     except TemplateExists:
-        raise Conflict(f"a template named {spec.name!r} exists already: add a version with "
+        raise Conflict(f"a template named {excerpt(spec.name)} exists already: add a version with "
                        f"POST /admin/templates/{spec.name}/versions", param="name",
                        code="template_exists") from None
     await reg.reload()
@@ -186,7 +186,7 @@ async def add_version(request: Request, principal: Principal) -> Response:
         row = await reg.store.add_version(doc, content_hash(doc), author=principal.key_id,
                                           first=False)
     except TemplateMissing:
-        raise TemplateError(f"unknown template {name!r}", code="template_not_found",
+        raise TemplateError(f"unknown template {excerpt(name)}", code="template_not_found",
                             param="name").as_not_found() from None
     await reg.reload()
     return json_response(_view(reg, reg.get(spec.name, row["version"])), status_code=201)
@@ -218,7 +218,7 @@ async def set_label(request: Request, principal: Principal) -> Response:
     for where, version in (("version", body.version),
                            ("canary.version", body.canary.version if body.canary else None)):
         if version is not None and version not in versions:
-            raise TemplateError(f"template {name!r} has no version {version}",
+            raise TemplateError(f"template {excerpt(name)} has no version {version}",
                                 code="template_version_not_found", param=where)
     canary_version = canary_percent = None
     if body.canary is not None:
@@ -259,7 +259,7 @@ async def diff(request: Request, principal: Principal) -> Response:
     a, b = _int_query(request, "from"), _int_query(request, "to")
     if a is None or b is None:
         missing = "from" if a is None else "to"
-        raise InvalidRequest(f"missing required parameter: {missing!r}", param=missing,
+        raise InvalidRequest(f"missing required parameter: {excerpt(missing)}", param=missing,
                              code="missing_required_parameter")
     old = _read(reg.get, name, a)
     new = _read(reg.get, name, b)

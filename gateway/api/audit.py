@@ -22,7 +22,7 @@ from gateway.audit.query import (
 )
 from gateway.audit.verify import verify_chains
 from gateway.context import Principal
-from gateway.errors import InvalidRequest, NotFound
+from gateway.errors import InvalidRequest, NotFound, excerpt
 from gateway.timeutil import utcnow
 
 READERS = frozenset({"admin", "compliance"})
@@ -49,7 +49,7 @@ async def get_event(request: Request, principal: Principal) -> Response:
     event = await fetch_one(svc.engine, event_id, _scope(principal)) \
         if len(event_id) <= 32 else None
     if event is None:
-        raise NotFound(f"no audit event with id {event_id[:64]!r}")
+        raise NotFound(f"no audit event with id {excerpt(event_id[:64])}")
     return json_response(event)
 
 
@@ -79,7 +79,7 @@ async def verify(request: Request, principal: Principal) -> Response:
     svc = services(request)
     if request.query_params:
         name = next(iter(request.query_params))
-        raise InvalidRequest(f"unknown parameter {name!r}: verify takes none", param=name,
+        raise InvalidRequest(f"unknown parameter {excerpt(name)}: verify takes none", param=name,
                              code="unknown_parameter")
     result = await verify_chains(svc.engine, hasher_from_settings(svc.settings))
     return json_response(result.as_api())

@@ -8,7 +8,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.api.http import json_response, services
-from gateway.errors import GatewayError, ModelNotFound
+from gateway.errors import GatewayError, ModelNotFound, excerpt
 from gateway.pipeline.v1 import PATHS, V1Pipeline, error_response
 
 _ENDPOINTS = {path: endpoint for endpoint, path in PATHS.items()}
@@ -70,7 +70,7 @@ async def get_model(request: Request) -> Response:
         return error_response(exc)
     name = request.path_params["model"]
     if name not in svc.router.slots or not principal.may_use_model(name):
-        return error_response(ModelNotFound(f"the model {name!r} does not exist"))
+        return error_response(ModelNotFound(f"the model {excerpt(name)} does not exist"))
     return json_response({"id": name, "object": "model", "created": 0, "owned_by": "gateway"})
 
 

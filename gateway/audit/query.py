@@ -29,7 +29,7 @@ import orjson
 from sqlalchemy import Select, and_, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gateway.errors import Forbidden, InvalidRequest
+from gateway.errors import Forbidden, InvalidRequest, excerpt
 from gateway.policies.model import PII_KINDS
 from gateway.storage.tables import audit_bodies, audit_events, audit_pii
 from gateway.timeutil import iso, parse_iso
@@ -134,10 +134,10 @@ def parse_params(items: Iterable[tuple[str, str]], *, signer: CursorSigner,
     raw: dict[str, str] = {}
     for name, value in items:
         if name not in FILTERS and name not in PAGING:
-            raise _bad(f"unknown parameter {name!r}; filters are: {', '.join(FILTERS)}, "
+            raise _bad(f"unknown parameter {excerpt(name)}; filters are: {', '.join(FILTERS)}, "
                        "limit, cursor", name, "unknown_parameter")
         if name in raw:
-            raise _bad(f"{name!r} given more than once", name)
+            raise _bad(f"{excerpt(name)} given more than once", name)
         raw[name] = value
     filters: dict[str, Any] = {}
     for name in TEXT_FILTERS:

@@ -19,7 +19,14 @@ from starlette.responses import Response, StreamingResponse
 from gateway import tokens
 from gateway.config import LoadedConfig
 from gateway.context import Principal
-from gateway.errors import Forbidden, GatewayError, InternalError, InvalidRequest, ModelNotFound
+from gateway.errors import (
+    Forbidden,
+    GatewayError,
+    InternalError,
+    InvalidRequest,
+    ModelNotFound,
+    excerpt,
+)
 from gateway.pipeline import audit_event, validate
 from gateway.pipeline.auth import Authenticator
 from gateway.pipeline.body import parse_object, read_body
@@ -69,13 +76,13 @@ class ModelAccess:
         state.model = model
         state.event["model_requested"] = model
         if model not in self.router.slots:
-            raise ModelNotFound(f"the model {model!r} does not exist", param="model")
+            raise ModelNotFound(f"the model {excerpt(model)} does not exist", param="model")
         assert state.principal is not None
         policy = self.policies.effective(state.principal)
         state.extra["policy"] = policy
         if not state.principal.may_use_model(model) or (
                 policy.models is not None and not policy.models.permits(model)):
-            raise Forbidden(f"this key may not use the model {model!r}", param="model",
+            raise Forbidden(f"this key may not use the model {excerpt(model)}", param="model",
                             code="model_not_allowed")
 
 

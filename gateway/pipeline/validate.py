@@ -9,59 +9,58 @@ from collections.abc import Mapping
 from typing import Any
 
 from gateway.config import ServerConfig
-from gateway.errors import InvalidRequest
+from gateway.errors import InvalidRequest, excerpt
+from gateway.pipeline.forbidden_keys import forbidden
 
-# Fields a client could use to choose where a request goes, or with which credentials.
-ROUTING_FIELDS = frozenset({
-    "api_base", "base_url", "api_key", "api_version", "api_type", "azure_endpoint",
-    "azure_ad_token", "azure_ad_token_provider", "azure_deployment", "custom_llm_provider",
-    "aws_access_key_id", "aws_secret_access_key", "aws_session_token", "aws_region_name",
-    "aws_profile_name", "aws_bedrock_runtime_endpoint", "aws_role_name", "vertex_project",
-    "vertex_location", "vertex_credentials", "vertex_ai_project", "vertex_ai_location",
-    "extra_headers", "headers", "upstream_url", "custom_host", "proxy", "proxies",
-})
-_ROUTING_HEADER_SUFFIXES = ("api_base", "base_url", "api_key", "custom_host", "upstream_url",
-                            "api_version", "custom_llm_provider")
-# JSON Schema bodies describe the caller's own data; a property named `api_key` there
-# chooses nothing, so these subtrees are not scanned for routing fields.
-_SCHEMA_KEYS = frozenset({"parameters", "schema"})
+# Standard HTTP headers whose names hold a destination or credential word but which choose
+# nothing upstream: our own key, the host the client called, a reverse proxy's own headers.
+_HTTP_HEADERS = frozenset({"authorization", "proxy-authorization", "proxy-connection", "host",
+                           "cookie"})
+_PROXY_HEADER_PREFIXES = ("x-forwarded-", "x-original-", "x-real-")
+# Subtrees that hold the caller's own data, where a key such as `api_key` or `headers` is a
+# name in that data and chooses nothing: free-form metadata, JSON schemas, tool arguments,
+# token biases, template variables. They still count for the depth limit.
+_FREE_FORM = frozenset({"metadata", "parameters", "schema", "json_schema", "guided_json",
+                        "arguments", "logit_bias", "variables"})
+_NOT_ALLOWED = ("is not allowed: upstreams, their credentials and the gateway's routing come "
+                "only from its configuration")
 
 _ROLES = frozenset({"system", "user", "assistant", "tool", "function", "developer"})
 
 
 def refuse_routing_headers(headers: Mapping[str, str]) -> None:
+    """Refuse a header whose name names a destination, a credential or routing machinery."""
     for name in headers:
-        norm = name.lower().replace("-", "_")
-        if norm in ("authorization", "content_type", "content_length"):
+        lower = name.lower()
+        if lower in _HTTP_HEADERS or lower.startswith(_PROXY_HEADER_PREFIXES):
             continue
-        if any(norm == s or norm.endswith("_" + s) for s in _ROUTING_HEADER_SUFFIXES):
-            raise InvalidRequest(f"header {name!r} is not allowed: upstreams and their "
-                                 "credentials come only from the gateway's configuration",
-                                 param=name, code="forbidden_parameter")
+        if forbidden(name):
+            raise InvalidRequest(f"the header {excerpt(name)} {_NOT_ALLOWED}", param=name,
+                                 code="forbidden_parameter")
 
 
 def scan_body(body: Any, max_depth: int) -> None:
-    """Refuse routing fields at any depth and bodies nested deeper than `max_depth`."""
-    stack: list[tuple[Any, int, str]] = [(body, 1, "")]
+    """Refuse keys naming a destination, a credential or routing machinery at any depth (see
+    `forbidden_keys`), outside the caller's own data; and bodies deeper than `max_depth`."""
+    stack: list[tuple[Any, int, str, bool]] = [(body, 1, "", True)]
     while stack:
-        node, depth, path = stack.pop()
+        node, depth, path, checked = stack.pop()
         if depth > max_depth:
             raise InvalidRequest(f"the request body is nested deeper than {max_depth} levels",
                                  code="invalid_json")
         if isinstance(node, dict):
             for key, value in node.items():
-                if key in ROUTING_FIELDS:
+                if checked and forbidden(key):
                     where = f"{path}.{key}" if path else key
-                    raise InvalidRequest(
-                        f"{where!r} is not allowed: upstreams and their credentials come only "
-                        "from the gateway's configuration", param=where,
-                        code="forbidden_parameter")
-                if isinstance(value, dict | list) and not (key in _SCHEMA_KEYS and path):
-                    stack.append((value, depth + 1, f"{path}.{key}" if path else key))
+                    raise InvalidRequest(f"{excerpt(where)} {_NOT_ALLOWED}", param=where,
+                                         code="forbidden_parameter")
+                if isinstance(value, dict | list):
+                    stack.append((value, depth + 1, f"{path}.{key}" if path else key,
+                                  checked and key not in _FREE_FORM))
         elif isinstance(node, list):
             for i, value in enumerate(node):
                 if isinstance(value, dict | list):
-                    stack.append((value, depth + 1, f"{path}[{i}]"))
+                    stack.append((value, depth + 1, f"{path}[{i}]", checked))
 
 
 def _bad(param: str, message: str) -> InvalidRequest:

@@ -1,17 +1,39 @@
 """Every provider that needs translation (Anthropic, Azure, Bedrock, Vertex, Gemini, Cohere, …)
 goes through the litellm SDK here, and only here. litellm is imported on first use.
+
+litellm gets only the allowed fields of a request (`litellm_params`), and its failures come
+back as our own one-line summaries (`summary.upstream_failure`). Its loggers are silenced:
+they write plain text past the JSON log format, and their lines carry upstream error text
+and request data.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 from collections.abc import AsyncIterator
 from typing import Any
 
+from gateway.providers import litellm_params
 from gateway.providers.base import Endpoint, ProviderError, Target
-from gateway.providers.summary import scrub
+from gateway.providers.summary import upstream_failure
+
+_LITELLM_LOGGERS = ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy")
+# litellm's exception classes, as the error code when the upstream's own is unusable.
+_CODES = {
+    "ContextWindowExceededError": "context_length_exceeded",
+    "ContentPolicyViolationError": "content_policy_violation",
+    "RateLimitError": "rate_limit_exceeded",
+    "AuthenticationError": "authentication_error",
+    "PermissionDeniedError": "permission_error",
+    "NotFoundError": "not_found_error",
+    "BadRequestError": "invalid_request_error",
+    "UnprocessableEntityError": "invalid_request_error",
+    "ServiceUnavailableError": "overloaded_error",
+    "InternalServerError": "api_error",
+}
 
 
 def _import_litellm() -> Any:
@@ -21,6 +43,11 @@ def _import_litellm() -> Any:
     litellm.suppress_debug_info = True
     litellm.telemetry = False
     litellm.drop_params = True
+    for name in _LITELLM_LOGGERS:
+        logger = logging.getLogger(name)
+        logger.handlers.clear()
+        logger.propagate = False
+        logger.disabled = True
     return litellm
 
 
@@ -50,23 +77,30 @@ class LiteLLMProvider:
     async def close(self) -> None:
         return None
 
-    def _error(self, exc: BaseException, target: Target) -> ProviderError:
-        """litellm's exception tree -> one `ProviderError`, with a scrubbed one-line summary."""
+    def _error(self, exc: BaseException) -> ProviderError:
+        """litellm's exception tree -> one `ProviderError` with our own summary (never the
+        upstream's text, which can echo the key)."""
         lib = self._litellm
         if isinstance(exc, TimeoutError) or (lib is not None and isinstance(exc, lib.Timeout)):
             return ProviderError("upstream timed out", kind="timeout")
-        if lib is not None and isinstance(exc, lib.APIConnectionError):
-            return ProviderError("cannot reach upstream", kind="connect")
+        unanswered = lib is not None and isinstance(exc, lib.APIConnectionError)
         status = getattr(exc, "status_code", None)
-        status = status if isinstance(status, int) else None
-        raw = str(getattr(exc, "message", "") or exc)
-        # litellm prefixes its own class names ("litellm.BadRequestError: OpenAIException - …")
-        detail = scrub(raw.split(" - ", 1)[-1] if " - " in raw else raw,
-                       (target.api_key, target.api_base))
-        code = ""
-        if lib is not None and isinstance(exc, lib.ContextWindowExceededError):
-            code = " (context_length_exceeded)"
+        status = status if isinstance(status, int) and not unanswered else None
+        if status is None and not _network_failure(exc):
+            # No answer and no network error: litellm refused the body itself while building
+            # the provider's request (it calls that an `APIConnectionError` too). The
+            # request's fault, not the deployment's, which it must not cool down.
+            return ProviderError("the request cannot be translated for this provider "
+                                 "(invalid_request_error)", status=400)
+        if unanswered:
+            return ProviderError("cannot reach upstream", kind="connect")
+        context = lib is not None and isinstance(exc, lib.ContextWindowExceededError)
+        if context:
             status = status or 400
+        message = upstream_failure(
+            status, code="context_length_exceeded" if context else getattr(exc, "code", None),
+            type_=_CODES.get(type(exc).__name__), param=getattr(exc, "param", None),
+            text=str(getattr(exc, "message", "") or ""))
         retry_after = None
         headers = getattr(getattr(exc, "response", None), "headers", None)
         if headers is not None and headers.get("retry-after"):
@@ -74,13 +108,12 @@ class LiteLLMProvider:
                 retry_after = max(0.0, float(headers.get("retry-after")))
             except ValueError:
                 retry_after = None
-        return ProviderError(f"upstream answered {status}{code}: {detail}"
-                             if status else f"upstream failed: {detail}",
-                             status=status, kind="http" if status else "protocol",
+        return ProviderError(message, status=status, kind="http" if status else "protocol",
                              retry_after_s=retry_after)
 
-    def _kwargs(self, body: dict[str, Any], target: Target) -> dict[str, Any]:
-        kwargs = {k: v for k, v in body.items() if k not in ("model", "stream")}
+    @staticmethod
+    def _kwargs(endpoint: Endpoint, body: dict[str, Any], target: Target) -> dict[str, Any]:
+        kwargs = litellm_params.forwarded(endpoint, body)
         kwargs["model"] = target.litellm_model
         kwargs["timeout"] = _timeout(target)
         if target.api_base:
@@ -93,7 +126,7 @@ class LiteLLMProvider:
     async def call(self, endpoint: Endpoint, body: dict[str, Any], target: Target
                    ) -> dict[str, Any]:
         lib = await self._lib()
-        kwargs = self._kwargs(body, target)
+        kwargs = self._kwargs(endpoint, body, target)
         try:
             # litellm's own timeout is per HTTP read for some providers: bound the whole try
             async with asyncio.timeout(target.timeout_s):
@@ -104,7 +137,7 @@ class LiteLLMProvider:
                 else:
                     result = await lib.aembedding(**kwargs)
         except Exception as exc:  # litellm raises its own tree; map it once, here
-            raise self._error(exc, target) from None
+            raise self._error(exc) from None
         out = _as_dict(result)
         out.pop("_hidden_params", None)
         out.pop("_response_ms", None)
@@ -117,7 +150,7 @@ class LiteLLMProvider:
         if endpoint == "embeddings":
             raise ProviderError("embeddings cannot stream", status=400)
         lib = await self._lib()
-        kwargs = self._kwargs(body, target)
+        kwargs = self._kwargs(endpoint, body, target)
         kwargs["stream"] = True
         kwargs["stream_options"] = {"include_usage": True}
         call = lib.acompletion if endpoint == "chat" else lib.atext_completion
@@ -135,7 +168,7 @@ class LiteLLMProvider:
                                     f"{target.first_token_timeout_s:g} s",
                                     kind="timeout") from None
             except Exception as exc:
-                raise self._error(exc, target) from None
+                raise self._error(exc) from None
             yield _as_dict(first)
             while True:
                 try:
@@ -147,10 +180,25 @@ class LiteLLMProvider:
                     raise ProviderError(f"upstream stalled for {target.idle_timeout_s:g} s",
                                         kind="timeout") from None
                 except Exception as exc:
-                    raise self._error(exc, target) from None
+                    raise self._error(exc) from None
                 yield _as_dict(chunk)
         finally:
             await _close_response(response)
+
+
+def _network_failure(exc: BaseException) -> bool:
+    """Whether a network error (refused, reset, TLS, DNS, …) is in `exc`'s chain of causes."""
+    seen: BaseException | None = exc
+    for _ in range(16):
+        if seen is None:
+            return False
+        if isinstance(seen, OSError) or type(seen).__module__.split(".")[0] in _NETWORK_LIBS:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+_NETWORK_LIBS = frozenset({"httpx", "httpcore", "aiohttp"})
 
 
 def _timeout(target: Target) -> Any:

@@ -21,7 +21,7 @@ from gateway.providers.http1 import (
     UpstreamProtocolError,
     UpstreamStream,
 )
-from gateway.providers.summary import scrub
+from gateway.providers.summary import upstream_failure
 
 # Providers that speak the OpenAI protocol, with their public base URL when they have one.
 DIRECT_PROVIDERS: dict[str, str | None] = {
@@ -56,25 +56,20 @@ def _retry_after(answer: UpstreamAnswer | UpstreamStream) -> float | None:
         return None
 
 
-def _error_message(status: int, raw: bytes, target: Target) -> str:
-    """A short, scrubbed summary of the upstream's error (its code and message), never its body."""
-    detail = code = ""
+def _error_message(status: int, raw: bytes) -> str:
+    """Our summary of the upstream's error body: its status and safe fields, never its text."""
     try:
         parsed = orjson.loads(raw)
-        err = parsed.get("error") if isinstance(parsed, dict) else None
-        if isinstance(err, dict):
-            detail = str(err.get("message") or "")
-            code = str(err.get("code") or err.get("type") or "")
-        elif isinstance(err, str):
-            detail = err
-        elif isinstance(parsed, dict) and isinstance(parsed.get("detail"), str):
-            detail = parsed["detail"]  # vLLM / FastAPI style
     except orjson.JSONDecodeError:
-        pass
-    detail = scrub(detail, (target.api_key, target.api_base))
-    code = scrub(code[:60])
-    return (f"upstream answered {status}" + (f" ({code})" if code else "")
-            + (f": {detail}" if detail else ""))
+        return upstream_failure(status)
+    if not isinstance(parsed, dict):
+        return upstream_failure(status)
+    # OpenAI {"error": {...}}, vLLM {"object": "error", "type", ...}, FastAPI {"detail": "..."}
+    err = parsed.get("error", parsed)
+    err = {"message": err} if isinstance(err, str) else err if isinstance(err, dict) else {}
+    return upstream_failure(status, code=err.get("code"), type_=err.get("type"),
+                            param=err.get("param"),
+                            text=err.get("message") or parsed.get("detail"))
 
 
 class OpenAICompatProvider:
@@ -114,7 +109,7 @@ class OpenAICompatProvider:
             raise _failure(exc) from None
         raw, status = answer.body, answer.status
         if status >= 400:
-            raise ProviderError(_error_message(status, raw[:_ERROR_BODY_LIMIT], target),
+            raise ProviderError(_error_message(status, raw[:_ERROR_BODY_LIMIT]),
                                 status=status, retry_after_s=_retry_after(answer))
         try:
             parsed = orjson.loads(raw)
@@ -152,7 +147,7 @@ class OpenAICompatProvider:
                         raw = await resp.read(_ERROR_BODY_LIMIT)
                 except (TimeoutError, UpstreamClosed, UpstreamProtocolError):
                     raw = b""
-                raise ProviderError(_error_message(resp.status, raw, target), status=resp.status,
+                raise ProviderError(_error_message(resp.status, raw), status=resp.status,
                                     retry_after_s=_retry_after(resp))
             first = True
             while True:
@@ -177,10 +172,9 @@ class OpenAICompatProvider:
                     raise ProviderError("upstream sent a chunk that is not JSON",
                                         kind="protocol") from None
                 if isinstance(chunk, dict) and "error" in chunk and "choices" not in chunk:
-                    err = chunk["error"]
-                    msg = err.get("message") if isinstance(err, dict) else str(err)
-                    raise ProviderError("upstream failed mid-stream: "
-                                        + scrub(str(msg), (target.api_key, target.api_base)),
+                    err = chunk["error"] if isinstance(chunk["error"], dict) else {}
+                    raise ProviderError(upstream_failure(None, code=err.get("code"),
+                                                         type_=err.get("type")) + " mid-stream",
                                         kind="protocol")
                 first = False
                 yield chunk

@@ -8,24 +8,20 @@ whose window is known and larger.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import orjson
 
 from gateway.config import LoadedConfig
 from gateway.providers.base import ProviderError
+from gateway.providers.summary import CONTEXT_OVERFLOW
 
-_CONTEXT_ERROR = re.compile(
-    r"context_length_exceeded|context[ _-]length|context[ _-]window|maximum context"
-    r"|prompt is too long|input is too long|too many (?:input )?tokens|string_above_max_length",
-    re.IGNORECASE)
 _CLIENT_STATUSES = frozenset({400, 413, 422})
 
 
 def is_context_error(exc: ProviderError) -> bool:
     return (exc.status in _CLIENT_STATUSES or exc.status is None) \
-        and _CONTEXT_ERROR.search(exc.message) is not None
+        and CONTEXT_OVERFLOW.search(exc.message) is not None
 
 
 def _window(table: dict, *names: str) -> int | None:

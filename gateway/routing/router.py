@@ -95,6 +95,12 @@ class Router:
             name: picker(m.strategy or self.router_config.strategy)
             for name, m in config.models.items()}
         self._windows = context_windows(config, price_map)
+        # Models that litellm may serve (a deployment of theirs or of a fallback): requests
+        # to them carry only the fields litellm is allowed to see (`litellm_params`).
+        self.translated = frozenset(
+            name for name in self.slots
+            if any(_translated(s.target) for m in (name, *self.fallbacks.get(name, ()))
+                   for s in self.slots.get(m, ())))
         self.budget = budget or RetryBudget()
         if metrics is not None:
             for slots in self.slots.values():
@@ -108,9 +114,9 @@ class Router:
     def provider_for(self, target: Target) -> Provider:
         if target.provider == "demo":
             return self._providers["demo"]
-        if target.provider in DIRECT_PROVIDERS:
-            return self._providers["direct"]
-        return self._providers["litellm"]
+        if _translated(target):
+            return self._providers["litellm"]
+        return self._providers["direct"]
 
     def models(self) -> list[str]:
         return list(self.slots)
@@ -348,6 +354,11 @@ class Router:
         finally:
             slot.stats.in_flight -= 1
             await _aclose(iterator)
+
+
+def _translated(target: Target) -> bool:
+    """Served through litellm: neither the offline demo nor an OpenAI-compatible upstream."""
+    return target.provider != "demo" and target.provider not in DIRECT_PROVIDERS
 
 
 def _summary(exc: ProviderError, slot: DeploymentSlot) -> str:

@@ -18,7 +18,7 @@ Codes (the `code` of the OpenAI-shaped error):
 
 from __future__ import annotations
 
-from gateway.errors import InvalidRequest, NotFound
+from gateway.errors import InvalidRequest, NotFound, excerpt
 
 
 class TemplateError(InvalidRequest):
@@ -41,7 +41,8 @@ class TemplateError(InvalidRequest):
 
 
 def not_found(name: str) -> TemplateError:
-    return TemplateError(f"unknown template {name!r}", code="template_not_found", param="name")
+    return TemplateError(f"unknown template {excerpt(name)}", code="template_not_found",
+                         param="name")
 
 
 def unsafe(message: str, param: str | None = None) -> TemplateError:

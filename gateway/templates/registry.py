@@ -31,6 +31,7 @@ from typing import Any
 from sqlalchemy.exc import SQLAlchemyError
 
 from gateway.background import cancel_and_wait
+from gateway.errors import excerpt
 from gateway.templates.errors import TemplateError, not_found
 from gateway.templates.sandbox import MAX_TEXT, GatewaySandbox, make_environment
 from gateway.templates.store import TemplateStore
@@ -181,7 +182,7 @@ class TemplateRegistry:
     def get(self, name: str, version: int) -> TemplateVersion:
         found = self.versions_of(name).get(version)
         if found is None:
-            raise TemplateError(f"template {name!r} has no version {version}",
+            raise TemplateError(f"template {excerpt(name)} has no version {version}",
                                 code="template_version_not_found", param="version")
         return found
 
@@ -193,7 +194,7 @@ class TemplateRegistry:
         self.versions_of(name)
         found = self.snapshot.labels.get(name, {}).get(label)
         if found is None:
-            raise TemplateError(f"template {name!r} has no label {label!r}",
+            raise TemplateError(f"template {excerpt(name)} has no label {excerpt(label)}",
                                 code="template_label_not_found", param="label")
         return found
 

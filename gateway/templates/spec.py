@@ -31,7 +31,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from gateway.config import ServerConfig
-from gateway.errors import InvalidRequest
+from gateway.errors import InvalidRequest, excerpt
 from gateway.pipeline import validate
 from gateway.templates.errors import TemplateError
 
@@ -221,22 +221,22 @@ class VariableBinder:
                                 code="template_variable_invalid")
         for key in given:
             if key not in self.names:
-                raise TemplateError(f"unknown variable {key!r}: the template does not declare "
-                                    "it", param=f"variables.{key}",
+                raise TemplateError(f"unknown variable {excerpt(key)}: the template does not "
+                                    "declare it", param=f"variables.{key}",
                                     code="template_variable_unknown")
         out: dict[str, Any] = {}
         for d in self.decls:
             value = given.get(d.name)
             if value is None:
                 if d.required:
-                    raise TemplateError(f"missing required variable {d.name!r}",
+                    raise TemplateError(f"missing required variable {excerpt(d.name)}",
                                         param=f"variables.{d.name}",
                                         code="template_variable_missing")
                 out[d.name] = d.default
                 continue
             if not (d.check(value) if d.simple else _value_problem(d.spec, value) is None):
                 problem = _value_problem(d.spec, value)
-                raise TemplateError(f"variable {d.name!r} {problem}",
+                raise TemplateError(f"variable {excerpt(d.name)} {problem}",
                                     param=f"variables.{d.name}",
                                     code="template_variable_invalid")
             out[d.name] = value

@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 
 from gateway.config import ServerConfig
-from gateway.errors import InvalidRequest
+from gateway.errors import InvalidRequest, excerpt
 from gateway.pipeline.state import RequestState
 from gateway.templates.errors import TemplateError
 from gateway.templates.registry import TemplateRegistry
@@ -53,8 +53,8 @@ class TemplateStage:
         state.event["template_name"] = name[:128]
         for key in spec:
             if key not in _FIELDS:
-                raise _bad(f"template.{key}", f"unknown field 'template.{key}' (use name, "
-                           "version or label, variables)")
+                raise _bad(f"template.{key}", f"unknown field {excerpt('template.' + key)} "
+                           "(use name, version or label, variables)")
         version = spec.get("version")
         label = spec.get("label")
         if version is not None and (not isinstance(version, int) or isinstance(version, bool)
