@@ -53,6 +53,9 @@ BAD_BODIES = [
     ("tool-type-object", CHAT, {"model": "claude-haiku", "messages": HI,
                                 "tools": [{"type": {}, "function": {"name": "f"}}]},
      "tools[0].type"),
+    ("tool-parameters-array", CHAT, {"model": "claude-haiku", "messages": HI, "tools": [
+        {"type": "function", "function": {"name": "f", "parameters": [None]}}]},
+     "tools[0].function.parameters"),
     ("response-format-type-object", CHAT, {"model": "demo", "messages": HI,
                                            "response_format": {"type": {}}},
      "response_format"),

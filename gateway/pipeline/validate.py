@@ -223,6 +223,14 @@ def _tools(body: Mapping[str, Any]) -> None:
                 raise _bad(f"tools[{i}]", "each tool needs a 'function' with a 'name'")
             if tool.get("type") != "function":
                 raise _bad(f"tools[{i}].type", f"'tools[{i}].type' must be 'function'")
+            # litellm's translations crash on other shapes: a 502 that cooled the deployment
+            # down for every client
+            for name, kind, what in (("parameters", dict, "an object (a JSON Schema)"),
+                                     ("description", str, "a string"),
+                                     ("strict", bool, "a boolean")):
+                if fn.get(name) is not None and not isinstance(fn[name], kind):
+                    raise _bad(f"tools[{i}].function.{name}",
+                               f"'tools[{i}].function.{name}' must be {what}")
     choice = body.get("tool_choice")
     if choice is None or _one_of(choice, _TOOL_CHOICES):
         return
