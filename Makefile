@@ -5,6 +5,10 @@
 #   make run           migrate, then serve (GATEWAY_ADMIN_KEY defaults to "dev-admin-key")
 #   make test          start throwaway PostgreSQL + Redis, run pytest, stop them
 #                      (extra pytest args: make test PYTEST_ARGS="-k redis -x")
+#   make fuzz          the long fuzz run of tests/fuzz (Schemathesis + Hypothesis against a real
+#                      gateway; `make test` runs the same tests bounded, ~70 s): 10x the
+#                      examples plus Schemathesis's coverage phase, fixed seed
+#                      (make fuzz FUZZ_SCALE=50 FUZZ_SEED=random for a longer, new search)
 #   make lint          ruff
 #   make bench         bench/run.py (extra args: make bench BENCH_ARGS="...")
 #   make lock          regenerate requirements.lock and requirements-dev.lock with uv
@@ -39,6 +43,8 @@ endif
 
 PYTEST_ARGS ?=
 BENCH_ARGS  ?=
+FUZZ_SCALE  ?= 10
+FUZZ_SEED   ?= 22
 
 # pip warns once per package about this machine's missing local index folders;
 # drop only those lines, keep everything else (and pip's exit status, via pipefail).
@@ -53,7 +59,7 @@ LOCK_ARGS ?=
 
 LINT_PATHS := $(wildcard gateway tests bench migrations)
 
-.PHONY: help install install-dev run test lint bench lock clean deploy-sync
+.PHONY: help install install-dev run test fuzz lint bench lock clean deploy-sync
 
 help:
 	@sed -n 's/^#   make/  make/p' $(firstword $(MAKEFILE_LIST))
@@ -94,6 +100,11 @@ run: install
 
 test: install-dev
 	bash scripts/test-services.sh -- $(VPY) -m pytest $(PYTEST_ARGS)
+
+fuzz: install-dev
+	FUZZ_SCALE=$(FUZZ_SCALE) FUZZ_SEED=$(FUZZ_SEED) FUZZ_COVERAGE=1 \
+	  $(VPY) -m pytest tests/fuzz -p no:randomly -o timeout=0 --durations=15 \
+	  --hypothesis-show-statistics $(PYTEST_ARGS)
 
 lint: install-dev
 	$(VENV)/bin/ruff check $(LINT_PATHS)

@@ -46,6 +46,18 @@ def decode_each(tokens: Iterable[int], model: str = "") -> list[str]:
     return [enc.decode([t]) for t in tokens]
 
 
+def count_prompt(prompt: Any, model: str = "") -> int:
+    """Tokens of a completions `prompt`: a string, a token array (its length), or a list of
+    either."""
+    if isinstance(prompt, str):
+        return count_text(prompt, model)
+    if not isinstance(prompt, list):
+        return 0
+    if all(isinstance(t, int) for t in prompt):
+        return len(prompt)
+    return sum(count_prompt(p, model) for p in prompt if isinstance(p, str | list))
+
+
 def content_text(content: Any) -> str:
     """The text of a message `content`: a string or a list of content parts."""
     if isinstance(content, str):

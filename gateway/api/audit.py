@@ -6,10 +6,11 @@ A compliance key bound to a team sees only that team's events; app keys get 403.
 from __future__ import annotations
 
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway.api.admin_auth import admin_endpoint
+from gateway.api.export_response import export_response
 from gateway.api.http import json_response, services
 from gateway.api.services import Services
 from gateway.audit.chain import hasher_from_settings
@@ -70,8 +71,8 @@ async def export_events(request: Request, principal: Principal) -> Response:
     stamp = utcnow().strftime("%Y%m%dT%H%M%SZ")
     headers = {"content-disposition": f'attachment; filename="audit-{stamp}.{fmt}"',
                "cache-control": "no-store"}
-    return StreamingResponse(export_lines(svc.engine, query, fmt),
-                             media_type=_EXPORT_TYPES[fmt], headers=headers)
+    return await export_response(export_lines(svc.engine, query, fmt), fmt,
+                                 media_type=_EXPORT_TYPES[fmt], headers=headers)
 
 
 @admin_endpoint(roles=READERS)

@@ -22,7 +22,7 @@ import io
 import re
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -32,7 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from gateway.errors import Forbidden, InvalidRequest, excerpt
 from gateway.policies.model import PII_KINDS
 from gateway.storage.tables import audit_bodies, audit_events, audit_pii
-from gateway.timeutil import iso, parse_iso
+from gateway.timeutil import epoch_ms, iso, parse_iso
 
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 100
@@ -57,6 +57,7 @@ _ROW_COLUMNS = (*(c for c in EVENT_FIELDS
 _ID = re.compile(r"^[0-9a-z_]{1,32}$")
 _TRUE, _FALSE = frozenset({"true", "1"}), frozenset({"false", "0"})
 _MAX_TEXT = 256
+_MAX_ID_MS = 16**12 - 1  # the largest 12-hex-digit millisecond (year 10889)
 
 
 def _bad(message: str, param: str, code: str = "invalid_value") -> InvalidRequest:
@@ -192,11 +193,10 @@ def parse_params(items: Iterable[tuple[str, str]], *, signer: CursorSigner,
     return query
 
 
-def _id_at(moment: datetime) -> str:
-    """The smallest event id for a millisecond (ids start with 12 hex digits of epoch ms)."""
-    epoch = datetime(1970, 1, 1)
-    ms = max(0, (moment - epoch) // timedelta(milliseconds=1))
-    return f"{ms:012x}"
+def _id_at(ms: int) -> str:
+    """The smallest event id for a millisecond since 1970 (ids start with 12 hex digits of
+    epoch ms); clamped to the ids that exist, so any `since`/`until` makes a valid bound."""
+    return f"{min(max(0, ms), _MAX_ID_MS):012x}"
 
 
 def build_select(query: AuditQuery, *, limit: int | None, after_id: str | None,
@@ -220,10 +220,10 @@ def build_select(query: AuditQuery, *, limit: int | None, after_id: str | None,
             conds.append(e.c[name] == f[name])
     if "since" in f:
         conds.append(e.c.received_at >= f["since"])
-        conds.append(order >= _id_at(f["since"] - timedelta(milliseconds=1)))
+        conds.append(order >= _id_at(epoch_ms(f["since"]) - 1))
     if "until" in f:
         conds.append(e.c.received_at < f["until"])
-        conds.append(order < _id_at(f["until"] + timedelta(milliseconds=1)))
+        conds.append(order < _id_at(epoch_ms(f["until"]) + 1))
     if after_id is not None:
         conds.append(order < after_id)
     stmt = select(*columns).select_from(source)

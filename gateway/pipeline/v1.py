@@ -319,10 +319,7 @@ class _CompletingStream(StreamingResponse):
 def _prompt_tokens(body: dict[str, Any], model: str) -> int:
     if isinstance(body.get("messages"), list):
         return tokens.count_messages(body["messages"], model)
-    prompt = body.get("prompt")
-    if isinstance(prompt, list):
-        return sum(tokens.count_text(p, model) for p in prompt if isinstance(p, str))
-    return tokens.count_text(prompt, model) if isinstance(prompt, str) else 0
+    return tokens.count_prompt(body.get("prompt"), model)
 
 
 async def _close_quietly(iterator: AsyncIterator[Any]) -> None:

@@ -1,6 +1,8 @@
 """Request body checks for the `/v1` endpoints: plain dict checks, no pydantic on the hot path.
 
-Each check raises `InvalidRequest` naming the field (`param`) as OpenAI does.
+Each check raises `InvalidRequest` naming the field (`param`) as OpenAI does. A client value
+is type-checked before it is compared with a set of allowed values (`_one_of`): an object or
+array is not hashable, and a set lookup on it would be a 500 instead of a 400.
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ _NOT_ALLOWED = ("is not allowed: upstreams, their credentials and the gateway's 
                 "only from its configuration")
 
 _ROLES = frozenset({"system", "user", "assistant", "tool", "function", "developer"})
+_RESPONSE_FORMATS = frozenset({"text", "json_object", "json_schema"})
+_ENCODINGS = frozenset({"float", "base64"})
+_TOOL_CHOICES = frozenset({"none", "auto", "required"})
 
 
 def refuse_routing_headers(headers: Mapping[str, str]) -> None:
@@ -70,6 +75,11 @@ def _bad(param: str, message: str) -> InvalidRequest:
 def _missing(param: str) -> InvalidRequest:
     return InvalidRequest(f"missing required parameter: {param!r}", param=param,
                           code="missing_required_parameter")
+
+
+def _one_of(value: Any, allowed: frozenset[str]) -> bool:
+    """`value in allowed` for any JSON value: only a string can be a member."""
+    return isinstance(value, str) and value in allowed
 
 
 def _is_int(v: Any) -> bool:
@@ -161,7 +171,9 @@ def _content(param: str, content: Any, role: str) -> None:
             raise _bad(f"{param}[{i}].text", "a text part needs a string 'text'")
 
 
-def validate_chat(body: dict[str, Any], server: ServerConfig) -> None:
+def validate_chat(body: dict[str, Any], server: ServerConfig, *, final: bool = True) -> None:
+    """`final`: the body is all that goes upstream (a template's params, when it names one,
+    are merged later and the template stage runs `check_tool_choice` then)."""
     has_template = _template(body)
     _common(body, server, has_template)
     messages = body.get("messages")
@@ -180,13 +192,26 @@ def validate_chat(body: dict[str, Any], server: ServerConfig) -> None:
         if not isinstance(message, dict):
             raise _bad(where, f"{where!r} must be an object")
         role = message.get("role")
-        if role not in _ROLES:
+        if not _one_of(role, _ROLES):
             raise _bad(f"{where}.role", f"'{where}.role' must be one of "
                        + ", ".join(sorted(_ROLES)))
         _content(f"{where}.content", message.get("content"), role)
         name = message.get("name")
         if name is not None and not isinstance(name, str):
             raise _bad(f"{where}.name", f"'{where}.name' must be a string")
+    _tools(body)
+    if final and not has_template:
+        check_tool_choice(body)
+    _opt_type(body, "parallel_tool_calls", bool, "a boolean")
+    fmt = body.get("response_format")
+    if fmt is not None and (not isinstance(fmt, dict)
+                            or not _one_of(fmt.get("type"), _RESPONSE_FORMATS)):
+        raise _bad("response_format",
+                   "'response_format.type' must be text, json_object or json_schema")
+
+
+def _tools(body: Mapping[str, Any]) -> None:
+    """`tools` are function tools with string names; `tool_choice` has one of its shapes."""
     tools = body.get("tools")
     if tools is not None:
         if not isinstance(tools, list):
@@ -195,11 +220,44 @@ def validate_chat(body: dict[str, Any], server: ServerConfig) -> None:
             fn = tool.get("function") if isinstance(tool, dict) else None
             if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
                 raise _bad(f"tools[{i}]", "each tool needs a 'function' with a 'name'")
-    fmt = body.get("response_format")
-    if fmt is not None and (not isinstance(fmt, dict)
-                            or fmt.get("type") not in ("text", "json_object", "json_schema")):
-        raise _bad("response_format",
-                   "'response_format.type' must be text, json_object or json_schema")
+            if tool.get("type") != "function":
+                raise _bad(f"tools[{i}].type", f"'tools[{i}].type' must be 'function'")
+            # litellm's translations crash on other shapes: a 502 that cooled the deployment
+            # down for every client
+            for name, kind, what in (("parameters", dict, "an object (a JSON Schema)"),
+                                     ("description", str, "a string"),
+                                     ("strict", bool, "a boolean")):
+                if fn.get(name) is not None and not isinstance(fn[name], kind):
+                    raise _bad(f"tools[{i}].function.{name}",
+                               f"'tools[{i}].function.{name}' must be {what}")
+    choice = body.get("tool_choice")
+    if choice is None or _one_of(choice, _TOOL_CHOICES):
+        return
+    if isinstance(choice, dict) and choice.get("type") == "function":
+        fn = choice.get("function")
+        if isinstance(fn, dict) and isinstance(fn.get("name"), str):
+            return
+        raise _bad("tool_choice.function.name", "'tool_choice.function.name' must be a string")
+    raise _bad("tool_choice", "'tool_choice' must be none, auto, required or "
+               '{"type": "function", "function": {"name": NAME}}')
+
+
+def check_tool_choice(body: Mapping[str, Any]) -> None:
+    """A `tool_choice` that forces a tool needs `tools`, and a named one must be among them.
+
+    Run on the body as it goes upstream (after a template added its params). Shapes were
+    checked by `validate_chat`."""
+    choice = body.get("tool_choice")
+    if choice is None or choice in ("none", "auto"):
+        return
+    tools = body.get("tools") or []
+    if not tools:
+        raise _bad("tool_choice", "'tool_choice' forces a tool, but the request has no 'tools'")
+    if isinstance(choice, dict):
+        name = choice["function"]["name"]
+        if not any(tool["function"]["name"] == name for tool in tools):
+            raise _bad("tool_choice.function.name",
+                       f"'tool_choice' names the tool {name[:64]!r}, which is not in 'tools'")
 
 
 def _tokens_or_text(param: str, value: Any) -> None:
@@ -235,6 +293,6 @@ def validate_embeddings(body: dict[str, Any], server: ServerConfig) -> None:
         raise _missing("input")
     _tokens_or_text("input", body["input"])
     fmt = body.get("encoding_format")
-    if fmt is not None and fmt not in ("float", "base64"):
+    if fmt is not None and not _one_of(fmt, _ENCODINGS):
         raise _bad("encoding_format", "'encoding_format' must be float or base64")
     _opt_int(body, "dimensions", 1, 65536)

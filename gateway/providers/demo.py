@@ -62,6 +62,13 @@ def _tool_call(body: dict[str, Any]) -> dict[str, Any] | None:
             "function": {"name": name, "arguments": "{}"}}
 
 
+def _prompts(prompt: Any) -> list[Any]:
+    """A completions `prompt` as its prompts: strings, or token arrays (lists of ints)."""
+    if isinstance(prompt, list) and prompt and isinstance(prompt[0], str | list):
+        return prompt
+    return [prompt if isinstance(prompt, str | list) else ""]
+
+
 def _max_tokens(body: dict[str, Any]) -> int | None:
     value = body.get("max_completion_tokens", body.get("max_tokens"))
     return value if isinstance(value, int) else None
@@ -166,14 +173,13 @@ class DemoProvider:
 
     def _completion(self, body: dict[str, Any], target: Target) -> dict[str, Any]:
         model = target.upstream_model
-        prompt = body.get("prompt", "")
-        prompts = prompt if isinstance(prompt, list) and prompt and isinstance(prompt[0], str) \
-            else [prompt if isinstance(prompt, str) else ""]
+        prompts = _prompts(body.get("prompt", ""))
         n = body.get("n") or 1
         choices, out_tokens, in_tokens = [], 0, 0
         for p in prompts:
-            in_tokens += tokens.count_text(p, model)
-            text, finish = _limit(PREFIX + p[:_ECHO_CHARS], _max_tokens(body), model)
+            in_tokens += tokens.count_prompt(p, model)
+            echo = p[:_ECHO_CHARS] if isinstance(p, str) else ""  # token ids are not echoed
+            text, finish = _limit(PREFIX + echo, _max_tokens(body), model)
             for _ in range(n):
                 choices.append({"index": len(choices), "text": text, "finish_reason": finish,
                                 "logprobs": None})

@@ -174,7 +174,8 @@ def _param_problems(params: Mapping[str, Any]) -> list[tuple[str, str]]:
     probe = {"model": "x", "messages": [{"role": "user", "content": "x"}], **params}
     try:
         validate.scan_body(probe, 32)
-        validate.validate_chat(probe, ServerConfig(max_n=128))
+        # tools may come from the request: a forced tool is checked against them then
+        validate.validate_chat(probe, ServerConfig(max_n=128), final="tools" in params)
     except InvalidRequest as exc:
         return [(f"params.{exc.param}" if exc.param else "params", exc.message)]
     return []

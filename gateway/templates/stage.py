@@ -20,6 +20,7 @@ import orjson
 
 from gateway.config import ServerConfig
 from gateway.errors import InvalidRequest, excerpt
+from gateway.pipeline import validate
 from gateway.pipeline.state import RequestState
 from gateway.templates.errors import TemplateError
 from gateway.templates.registry import TemplateRegistry
@@ -86,6 +87,7 @@ class TemplateStage:
         if isinstance(n, int) and n > self.server.max_n:
             raise _bad("n", f"'n' must be at most {self.server.max_n}")
         if state.endpoint == "chat":
+            validate.check_tool_choice(body)  # tools and tool_choice may each come from either
             own = body.get("messages") or []
             if len(messages) + len(own) > self.server.max_messages:
                 raise _bad("messages", f"the template's and the request's messages together "

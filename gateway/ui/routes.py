@@ -514,9 +514,13 @@ async def _template_page(request: Request, name: str, version: int | None, *,
                   label_error=label_error, values=variables or {})
 
 
+def _positive(raw: str) -> int | None:
+    """A version number from a form or query, or None (int() refuses over 4300 digits)."""
+    return int(raw) if raw.isdigit() and len(raw) <= 18 and int(raw) > 0 else None
+
+
 def _version_param(request: Request) -> int | None:
-    raw = request.query_params.get("version", "")
-    return int(raw) if raw.isdigit() and int(raw) > 0 else None
+    return _positive(request.query_params.get("version", ""))
 
 
 @page(ADMIN)
@@ -545,7 +549,7 @@ def _variables(form: Any, declared: dict[str, Any]) -> dict[str, Any]:
                 values[var] = json.loads(raw)
             else:
                 values[var] = raw
-        except ValueError:
+        except (ValueError, RecursionError):  # json.loads recurses once per nesting level
             values[var] = raw  # the API names the ill-typed variable
     return values
 
@@ -554,8 +558,7 @@ def _variables(form: Any, declared: dict[str, Any]) -> dict[str, Any]:
 async def template_render(request: Request) -> Response:
     name = request.path_params["name"]
     form = await form_of(request)
-    raw = _text(form, "version")
-    version = int(raw) if raw.isdigit() and int(raw) > 0 else None
+    version = _positive(_text(form, "version"))
     current = await api(request, "GET", f"/admin/templates/{name}",
                         query={"version": str(version)} if version else None)
     values = _variables(form, current.get("variables") or {})
@@ -617,6 +620,9 @@ def _parse_source(source: str) -> dict[str, Any]:
         doc = yaml.safe_load(source)
     except yaml.YAMLError as exc:
         raise ApiError(400, {"error": {"message": f"not valid YAML: {exc}"}}) from None
+    except RecursionError:  # PyYAML recurses once per nesting level
+        raise ApiError(400, {"error": {"message": "not valid YAML: nested too deeply"}}
+                       ) from None
     if not isinstance(doc, dict):
         raise ApiError(400, {"error": {"message": "the template must be a YAML mapping"}})
     return doc

@@ -1,0 +1,85 @@
+"""What every fuzzed answer must satisfy, whatever was sent.
+
+- never a 5xx (the fuzzed gateway's upstreams are healthy: a 5xx is our bug), never a hang
+  (every call has a timeout: `TIMEOUT_S`);
+- every error is the envelope of its route: OpenAI's `{"error": {"message", "type",
+  "param", "code"}}`, or Anthropic's `{"type": "error", "error": {"type", "message"}}` on
+  the Anthropic routes (`ERROR_SHAPES`: adding `/v1/messages` is its line there);
+- a 200 stream is well-formed SSE: JSON chunks, ending in `data: [DONE]` or an error event;
+- no stack trace or upstream secret in any body.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import orjson
+
+from tests.conftest import UPSTREAM_ANTHROPIC_KEY, UPSTREAM_OPENAI_KEY
+
+TIMEOUT_S = 30
+_SECRETS = (UPSTREAM_OPENAI_KEY, UPSTREAM_ANTHROPIC_KEY, "Traceback (most recent call last)")
+
+
+def openai_error(body: Any) -> None:
+    assert isinstance(body, dict) and set(body) == {"error"}, body
+    err = body["error"]
+    assert isinstance(err, dict) and set(err) == {"message", "type", "param", "code"}, err
+    assert isinstance(err["message"], str) and err["message"], err
+    assert isinstance(err["type"], str), err
+    assert err["param"] is None or isinstance(err["param"], str), err
+    assert err["code"] is None or isinstance(err["code"], str), err
+
+
+def anthropic_error(body: Any) -> None:
+    assert isinstance(body, dict) and body.get("type") == "error", body
+    err = body.get("error")
+    assert isinstance(err, dict) and isinstance(err.get("type"), str), body
+    assert isinstance(err.get("message"), str) and err["message"], body
+
+
+# Longest prefix first; the first that matches a path names its error envelope.
+ERROR_SHAPES: list[tuple[str, Callable[[Any], None]]] = [
+    # ("/v1/messages", anthropic_error),   # when the Messages API lands
+    ("/", openai_error),
+]
+
+
+def error_shape(path: str) -> Callable[[Any], None]:
+    return next(check for prefix, check in ERROR_SHAPES if path.startswith(prefix))
+
+
+def check_answer(path: str, status: int, headers: Mapping[str, Any], content: bytes) -> None:
+    """The promises every answer keeps, by route (see the module docstring). `headers` may
+    hold lists of values (Schemathesis) or values (httpx)."""
+    shown = content[:300]
+    assert status < 500, f"{status} on {path}: {shown!r}"
+    for secret in _SECRETS:
+        assert secret.encode() not in content, f"{secret[:12]}... in the answer on {path}"
+    ctype = _header(headers, "content-type")
+    if status >= 400:
+        assert ctype.startswith("application/json"), f"{status} on {path} as {ctype!r}"
+        error_shape(path)(orjson.loads(content))
+    elif ctype.startswith("text/event-stream"):
+        check_sse(content)
+
+
+def check_sse(content: bytes) -> None:
+    """`data:` events of JSON chunks, each with `choices`, ending in [DONE] or one error."""
+    events = [e for e in content.split(b"\n\n") if e.strip()]
+    assert events, "an empty stream"
+    for event in events[:-1]:
+        assert event.startswith(b"data: "), event[:100]
+        chunk = orjson.loads(event[6:])
+        assert isinstance(chunk, dict) and "error" not in chunk, chunk
+        assert isinstance(chunk.get("choices"), list), chunk
+    last = events[-1]
+    assert last.startswith(b"data: "), last[:100]
+    if last != b"data: [DONE]":
+        openai_error(orjson.loads(last[6:]))
+
+
+def _header(headers: Mapping[str, Any], name: str) -> str:
+    value = next((v for k, v in headers.items() if k.lower() == name), "")
+    return value[0] if isinstance(value, list) else value
