@@ -124,33 +124,70 @@ def set_texts(fields: list[TextField], texts: list[str | None]) -> None:
             f.set(text)
 
 
+def copy_json(value: Any, memo: dict[int, Any] | None = None) -> Any:
+    """A copy of a JSON value's dicts and lists (strings and numbers are immutable);
+    `memo` gets `id(original container) -> its copy`."""
+    if isinstance(value, dict):
+        new: Any = {k: copy_json(v, memo) for k, v in value.items()}
+    elif isinstance(value, list):
+        new = [copy_json(v, memo) for v in value]
+    else:
+        return value
+    if memo is not None:
+        memo[id(value)] = new
+    return new
+
+
+def replaced(body: Any, fields: list[TextField], texts: list[str | None]) -> Any:
+    """A copy of `body` with its `fields` (from one walk of it) set to `texts` (None:
+    unchanged); `body` itself when nothing changes. `body` is never mutated."""
+    if all(text is None for text in texts):
+        return body
+    memo: dict[int, Any] = {}
+    new = copy_json(body, memo)
+    moved = [(TextField(f.path, memo[id(f.container)], f.key, f.url, f.is_key), text)
+             for f, text in zip(fields, texts, strict=True) if text is not None]
+    set_texts([f for f, _ in moved], [text for _, text in moved])
+    return new
+
+
 def _walk(container: dict[str, Any] | list[Any], schema: Schema | None, path: str,
           out: list[TextField]) -> None:
     """Append the text fields under `container`; `schema` None: every string is text."""
     if isinstance(container, dict):
-        items: Iterable[tuple[Any, Any]] = container.items()
-    else:
-        items = enumerate(container)
-        item_schema = schema.get("[]") if schema is not None else None
-    for key, value in items:
-        if isinstance(container, dict):
-            sub = schema.get(key) if schema is not None else None
-            where = f"{path}.{key}" if path else str(key)
-            if schema is None and isinstance(key, str):  # a free-form object: names are text
-                out.append(TextField(f"{where}#name", container, key, is_key=True))
-        else:
-            sub = item_schema
-            where = f"{path}[{key}]"
-        if sub is _SKIP:
-            continue
-        if isinstance(value, str):
-            if sub is _URL:
-                if urls.text_of(value) is not None:
-                    out.append(TextField(where, container, key, url=True))
+        for key, value in container.items():
+            if schema is None:  # a free-form object: the names of its entries are text too
+                where = f"{path}.{key}" if path else str(key)
+                if isinstance(key, str):
+                    out.append(TextField(f"{where}#name", container, key, is_key=True))
+                sub = None
             else:
-                out.append(TextField(where, container, key))
-        elif isinstance(value, dict | list) and value:
-            _walk(value, sub if isinstance(sub, dict) else None, where, out)
+                sub = schema.get(key)
+                if sub is _SKIP:
+                    continue
+                if not isinstance(value, str | dict | list):
+                    continue
+                where = f"{path}.{key}" if path else str(key)
+            _visit(container, key, value, sub, where, out)
+    else:
+        sub = schema.get("[]") if schema is not None else None
+        if sub is _SKIP:
+            return
+        for i, value in enumerate(container):
+            if isinstance(value, str | dict | list):
+                _visit(container, i, value, sub, f"{path}[{i}]", out)
+
+
+def _visit(container: dict[str, Any] | list[Any], key: str | int, value: Any, sub: Any,
+           where: str, out: list[TextField]) -> None:
+    if isinstance(value, str):
+        if sub is _URL:
+            if urls.text_of(value) is not None:
+                out.append(TextField(where, container, key, url=True))
+        else:
+            out.append(TextField(where, container, key))
+    elif isinstance(value, dict | list) and value:
+        _walk(value, sub if isinstance(sub, dict) else None, where, out)
 
 
 def _check(endpoint: str) -> None:

@@ -12,7 +12,7 @@ rendered into messages before this runs.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, NamedTuple
@@ -24,6 +24,8 @@ from gateway.pii.detectors import KINDS, NER_KINDS
 from gateway.pii.fields import (  # noqa: F401  (re-exported: the walker's public home was here)
     ENDPOINTS,
     TextField,
+    copy_json,
+    replaced,
     set_texts,
     token_array_field,
     walk_response_texts,
@@ -113,29 +115,15 @@ class FieldFinding(NamedTuple):
     action: str
 
 
-def copy_json(value: Any) -> Any:
-    """A copy of a JSON value's dicts and lists (strings and numbers are immutable)."""
-    if isinstance(value, dict):
-        return {k: copy_json(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [copy_json(v) for v in value]
-    return value
-
-
 def _redact(body: Any, fields: list[TextField], rules: Mapping[str, str],
-            redactor: Redactor, phase: Phase,
-            walk: Callable[[Any], list[TextField]]) -> tuple[Any, list[FieldFinding]]:
+            redactor: Redactor, phase: Phase) -> tuple[Any, list[FieldFinding]]:
     """`body`, or a copy of it with `rules` applied when something is to be replaced."""
     if not rules or not fields:
         return body, []
     new_texts, found = scan_texts([f.get() for f in fields], rules, redactor, phase)
     findings = [FieldFinding(f.path, *a) for f, applied in zip(fields, found, strict=True)
                 for a in applied]
-    if all(text is None for text in new_texts):
-        return body, findings
-    new_body = copy_json(body)
-    set_texts(walk(new_body), new_texts)
-    return new_body, findings
+    return replaced(body, fields, new_texts), findings
 
 
 def redact_request(body: dict[str, Any], endpoint: str, rules: Mapping[str, str],
@@ -143,17 +131,13 @@ def redact_request(body: dict[str, Any], endpoint: str, rules: Mapping[str, str]
     """`body` with the input `rules` applied to every text field, and what was found: a
     new body when something was replaced, else `body` itself (never mutated). Raises
     `PiiBlockedError` / `DetectorError` like `scan`."""
-    def walk(b: Any) -> list[TextField]:
-        return list(walk_texts(b, endpoint))
-    return _redact(body, walk(body), rules, redactor, "input", walk)
+    return _redact(body, list(walk_texts(body, endpoint)), rules, redactor, "input")
 
 
 def redact_response(resp: dict[str, Any], endpoint: str, rules: Mapping[str, str],
                     redactor: Redactor) -> tuple[dict[str, Any], list[FieldFinding]]:
     """A non-streamed response with the output `rules` applied (a new one if changed)."""
-    def walk(r: Any) -> list[TextField]:
-        return list(walk_response_texts(r, endpoint))
-    return _redact(resp, walk(resp), rules, redactor, "output", walk)
+    return _redact(resp, list(walk_response_texts(resp, endpoint)), rules, redactor, "output")
 
 
 def restore_response(resp: dict[str, Any], endpoint: str, redactor: Redactor
