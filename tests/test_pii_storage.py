@@ -122,6 +122,8 @@ REFUSALS = [
     ("model-is-pii", {"name": "plain"}, _chat(EMAIL), 404, "model_not_found"),
     ("not-allowed", {"name": "narrow", "models": ["other"]}, _chat(), 403, "model_not_allowed"),
     ("bad-value", {"name": "plain"}, _chat(temperature=7), 400, "invalid_value"),
+    ("no-such-template", {"name": "plain"}, _chat(template={"name": EMAIL}), 400,
+     "template_not_found"),
 ]
 
 
@@ -145,6 +147,8 @@ def test_a_refused_request_leaves_no_raw_pii_in_its_audit_row(
         assert event["user"] == "[EMAIL_1]"
     if case == "model-is-pii":
         assert event["model_requested"] == "[EMAIL_1]"
+    if case == "no-such-template":
+        assert event["template_name"] == "[EMAIL_1]"
 
 
 def test_a_rate_limited_request_leaves_no_raw_pii(gw: GatewayProcess) -> None:
@@ -248,3 +252,22 @@ def test_the_shipped_config_keeps_no_email_or_phone_in_clear(tmp_path: Path) -> 
         assert "[EMAIL_1]" in _body(event, "response_body") and event["user"] == "[EMAIL_1]"
     finally:
         proc.stop()
+
+
+def test_a_redaction_failure_keeps_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In process: the detectors fail while the audit event is finished."""
+    import types
+
+    from gateway.audit.bodies import BodyRecorder
+    from gateway.pii import body_scan
+
+    def boom(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("detector crashed")
+
+    monkeypatch.setattr(body_scan, "detect", boom)
+    body = _chat("no-such-model")
+    state = types.SimpleNamespace(endpoint="chat", body=body, extra={}, event={
+        "user": EMAIL, "model_requested": "no-such-model", "template_name": EMAIL})
+    with pytest.raises(Exception, match="detector"):
+        BodyRecorder("redacted", ["echo"])(state)
+    assert state.event == {"user": None, "model_requested": None, "template_name": None}

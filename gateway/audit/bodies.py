@@ -102,8 +102,9 @@ class BodyRecorder:
     """A `V1Pipeline` observer: puts the bodies the policy allows on the audit event.
 
     Under `none` and `redacted` nothing leaves here unredacted, whichever stage refused the
-    request: the `user` column, a `model` that is not a configured one (a client could put
-    anything there) and, under `redacted`, both bodies go through `StoredView`.
+    request: the `user` column, a `model` that is not a configured one and a template name
+    that resolved to no version (a client could put anything there) and, under `redacted`,
+    both bodies go through `StoredView`.
     """
 
     def __init__(self, default_mode: str, models: Iterable[str] = ()) -> None:
@@ -130,6 +131,8 @@ class BodyRecorder:
             event["user"] = None
             if event.get("model_requested") not in self.models:
                 event["model_requested"] = None
+            if event.get("template_version") is None:
+                event["template_name"] = None
             raise
 
     def _redacted(self, state: Any, mode: str, preset: tuple[Any, Any]) -> None:
@@ -139,6 +142,9 @@ class BodyRecorder:
         unknown_model = isinstance(model, str) and model not in self.models
         if unknown_model:
             event["model_requested"] = view.text(model)
+        template = event.get("template_name")
+        if isinstance(template, str) and event.get("template_version") is None:
+            event["template_name"] = view.text(template)  # not found: the client's text
         body = None
         if mode == "redacted":
             body = view.request() if preset[0] is None else view.value(preset[0])

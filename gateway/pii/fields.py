@@ -42,8 +42,7 @@ NOT_TEXT = (
     "response_format.type", "response_format.json_schema.name", "prediction.type",
     "reasoning_effort", "service_tier", "modalities", "audio.voice", "audio.format",
     "verbosity", "web_search_options.search_context_size",
-    "web_search_options.user_location.type", "encoding_format", "template.name",
-    "template.label",
+    "web_search_options.user_location.type", "encoding_format",
 )
 BINARY = ("messages[].content[].input_audio.data",)
 URLS = ("messages[].content[].image_url.url", "messages[].content[].file.file_data")
