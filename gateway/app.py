@@ -97,7 +97,8 @@ def build_services(settings: Settings, config: LoadedConfig) -> Services:
     stages = [AuditGate(audit), TemplateStage(templates, config.server),
               ModelAccess(router, policies), TranslatedFields(router),
               Limits(limiter), PiiStage(hash_key, metrics)]
-    observers = [BodyRecorder(config.audit.bodies), MetricsRecorder(metrics, router.models())]
+    observers = [BodyRecorder(config.audit.bodies, router.models()),
+                 MetricsRecorder(metrics, router.models())]
     if tracing.enabled:
         observers.append(TraceRecorder(tracing))
     pipeline = V1Pipeline(config, auth, router, prices, audit, stages, observers=observers)

@@ -187,7 +187,7 @@ async def test_detector_failure_fails_closed(tmp_path: Path, monkeypatch: pytest
     from gateway.app import create_app
     from gateway.config import load_config
     from gateway.migrate import upgrade
-    from gateway.pii import actions
+    from gateway.pii import body_scan
     from gateway.settings import Settings
 
     (tmp_path / "policies").mkdir()
@@ -201,7 +201,7 @@ async def test_detector_failure_fails_closed(tmp_path: Path, monkeypatch: pytest
     def boom(*args: object, **kwargs: object) -> None:
         raise RuntimeError("detector crashed")
 
-    monkeypatch.setattr(actions, "detect", boom)
+    monkeypatch.setattr(body_scan, "detect", boom)
     app = create_app(Settings(database_url=url, admin_key="adm"),
                      load_config(tmp_path / "gateway.yaml"))
     upstream.clear()

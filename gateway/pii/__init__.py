@@ -3,7 +3,13 @@
     detectors  detect(text, kinds) -> [Finding(kind, start, end)]; one pure function per kind
     actions    Redactor (one per request), scan(text, rules, redactor) -> (text, findings)
     restore    restore(text, redactor), StreamRestorer, StreamScanner
-    policy     parse_pii_policy(section), walk_texts, redact_request, redact_response
+    normalize  the text the detectors see (format characters dropped; digits, dashes and
+               look-alike letters folded), with offsets back to the original
+    fields     walk_texts / walk_response_texts: every text of a body, by schema
+    body_scan  scan_texts: all fields of a body in one pass, values split across fields too
+    urls       the text a URL carries (percent-decoded; text data: URLs)
+    policy     parse_pii_policy(section), redact_request, redact_response
+    storage    StorageRedactor: every built-in kind redacted in what is kept or traced
     stream     ChunkFilter: output rules + restore over OpenAI stream chunks
     presidio   optional person / location detection (needs presidio-analyzer + a spaCy model)
 """

@@ -1,9 +1,10 @@
 """Built-in PII detectors: pure functions over text, patterns compiled once at import.
 
-`detect(text, kinds)` normalises the text (`normalize.py`: NFKC per character, no
-zero-width characters), runs the detectors of the requested kinds, maps the spans back to
-the ORIGINAL text and resolves overlaps: the longer finding wins, then the kind earlier in
-`PRIORITY`, then the earlier start. The `find_*` functions take normalised text.
+`detect(text, kinds)` normalises the text (`normalize.py`: NFKC per character, format
+characters dropped, dashes, digits and look-alike letters folded), runs the detectors of the
+requested kinds, maps the spans back to the ORIGINAL text and resolves overlaps: the longer
+finding wins, then the kind earlier in `PRIORITY`, then the earlier start. The `find_*`
+functions take normalised text.
 
 Bounded time on hostile input (4 MB of digits, `@`, dots): every quantifier is bounded, no
 quantified group can match the same text in two ways, and each detector starts from a rare
@@ -90,9 +91,9 @@ def find_emails(text: str) -> list[Finding]:
 # other kinds at the same place.
 _ALTERNATIVES = {
     "credit_card": (
-        r"(?<=[0-9])(?<![0-9][0-9])(?<![0-9][ \-][0-9])"
+        r"(?<=[0-9])(?<![0-9][0-9])(?<![0-9][ .\-][0-9])"
         r"(?:[0-9]{12,18}"
-        r"|[0-9]{3}(?P<cs>[ \-])[0-9]{4,6}(?:(?P=cs)[0-9]{3,5}){1,3}(?!(?P=cs)[0-9]))"
+        r"|[0-9]{3}(?P<cs>[ .\-])[0-9]{4,6}(?:(?P=cs)[0-9]{3,5}){1,3}(?!(?P=cs)[0-9]))"
         r"(?![0-9])"
     ),
     "us_ssn": (
@@ -195,7 +196,7 @@ def issuer_ok(digits: str) -> bool:
 
 
 def _card(text: str, start: int, end: int) -> Finding | None:
-    digits = text[start:end].replace(" ", "").replace("-", "")
+    digits = text[start:end].replace(" ", "").replace("-", "").replace(".", "")
     if issuer_ok(digits) and luhn_ok(digits):
         return Finding("credit_card", start, end)
     return None

@@ -2,7 +2,11 @@
 
 Input: the effective policy's `pii.input` rules over every text the request carries (after
 the template is rendered); `block` -> 400 `pii_blocked`, a detector failure -> 503
-`redaction_unavailable` (fail closed), nothing sent upstream either way. Output: the
+`redaction_unavailable` (fail closed), nothing sent upstream either way. Token arrays
+(`prompt` / `input` as integers) are refused with 400 `invalid_value` when there are input
+rules: tokens are text in some tokenizer's encoding, and a model's deployments and
+fallbacks need not share one, so decoding them with a guessed encoding could pass PII
+unseen. Output: the
 `pii.output` rules over the answer (streamed or not), then, with `restore: true`, the
 request's placeholders turned back into the caller's values: in the caller's response
 only, never in what is stored or sent upstream.
@@ -15,8 +19,9 @@ import logging
 import os
 from typing import Any
 
-from gateway.errors import GatewayError, RedactionUnavailable
+from gateway.errors import GatewayError, InvalidRequest, RedactionUnavailable
 from gateway.pii.actions import Redactor
+from gateway.pii.fields import token_array_field
 from gateway.pii.policy import redact_request, redact_response, restore_response
 from gateway.pii.stream import ChunkFilter
 from gateway.pipeline.state import RequestState
@@ -96,11 +101,18 @@ class PiiStage:
         pii = policy.pii if policy is not None else None
         if pii is None or not (pii.input or pii.output):
             return
+        if pii.input:
+            tokens = token_array_field(state.body, state.endpoint)
+            if tokens is not None:
+                raise InvalidRequest(
+                    f"'{tokens}' is given as token arrays, which cannot be scanned for PII as "
+                    f"this key's policy requires: send '{tokens}' as text",
+                    param=tokens, code="invalid_value")
         redactor = Redactor(self.hash_key)
         state.finishers.append(lambda s: self._record(s, redactor))
         if pii.input:
             try:
-                body, findings = redact_request(state.body, state.endpoint, dict(pii.input),
+                body, _ = redact_request(state.body, state.endpoint, dict(pii.input),
                                                 redactor)
             except GatewayError:  # pii_blocked / redaction_unavailable: the finisher records
                 raise
@@ -108,7 +120,7 @@ class PiiStage:
                 log.error("PII input scan failed", extra={"error": type(exc).__name__})
                 raise RedactionUnavailable("PII detection failed; nothing was sent upstream") \
                     from None
-            if findings:
+            if body is not state.body:
                 state.extra["original_body"] = state.body
                 state.body = body
                 state.event["user"] = body.get("user")

@@ -2,7 +2,9 @@
 
 Attribute names follow the GenAI semantic conventions; they are constants here, checked
 against `opentelemetry.semconv` by `tests/test_audit_telemetry.py`. Prompt and answer text are
-left out unless `GATEWAY_TRACE_CONTENT=true`. Spans are exported over OTLP/HTTP when the
+left out unless `GATEWAY_TRACE_CONTENT=true`, and then redacted for every PII kind, whatever
+the policy lets through (`audit.bodies.stored_view`: what the audit store keeps under
+`redacted`). Spans are exported over OTLP/HTTP when the
 standard variables ask for it (`OTEL_EXPORTER_OTLP_ENDPOINT`,
 `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` or `OTEL_TRACES_EXPORTER=otlp`; `OTEL_SDK_DISABLED=true`
 or `OTEL_TRACES_EXPORTER=none` turn it off); the SDK reads the other `OTEL_*` variables
@@ -29,6 +31,7 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gateway.audit.bodies import stored_view
 from gateway.providers.base import Endpoint, Provider, ProviderError, Target
 
 log = logging.getLogger("gateway.tracing")
@@ -209,14 +212,13 @@ class TraceRecorder:
         attrs[GATEWAY_FALLBACK_USED] = bool(event.get("fallback_used"))
         attrs[GATEWAY_CANCELLED] = bool(event.get("cancelled"))
         attrs[GATEWAY_PARTIAL] = bool(event.get("partial"))
-        if self.tracing.capture_content:
-            body = state.body or {}
+        if self.tracing.capture_content:  # redacted for every PII kind, like audit bodies
+            view = stored_view(state)
+            body = view.request() or {}
             prompt = body.get("messages", body.get("prompt", body.get("input")))
             if prompt is not None:
                 attrs[GEN_AI_INPUT_MESSAGES] = self.tracing.content(prompt)
-            answer = state.extra.get("response_body")
-            if answer is None:
-                answer = state.extra.get("response_text")
+            answer = view.answer()
             if answer is not None:
                 attrs[GEN_AI_OUTPUT_MESSAGES] = self.tracing.content(answer)
         span.set_attributes(attrs)

@@ -86,19 +86,22 @@ CHAT = {
 }
 
 
-def test_walk_texts_finds_every_text_of_a_chat_request() -> None:
+def test_walk_texts_finds_every_text_of_a_chat_request_in_body_order() -> None:
     assert [f.path for f in walk_texts(CHAT, "chat")] == [
+        "user",
+        "metadata.ticket#name",
+        "metadata.ticket",
+        "metadata.n#name",
         "messages[0].content",
-        "messages[1].content[0].text",
-        "messages[1].content[2].text",
         "messages[1].name",
+        "messages[1].content[0].text",
+        "messages[1].content[1].image_url.url",
+        "messages[1].content[2].text",
         "messages[2].tool_calls[0].function.arguments",
         "messages[3].content",
         "messages[4].content",
         "messages[4].function_call.arguments",
         "prediction.content",
-        "user",
-        "metadata.ticket",
     ]
 
 
@@ -109,9 +112,14 @@ def test_walk_texts_finds_every_text_of_a_chat_request() -> None:
     ({"input": "one"}, "embeddings", ["input"]),
     ({"input": ["one", "two"], "user": "u"}, "embeddings", ["input[0]", "input[1]", "user"]),
     ({"input": [[1, 2]]}, "embeddings", []),
-    ({"messages": "not a list"}, "chat", []),
+    # Shapes the schema does not expect are still text: every string leaf is scanned.
+    ({"messages": "not a list"}, "chat", ["messages"]),
     ({"messages": [{"role": "user", "content": [{"type": "text", "text": ["nested"]}]}]},
-     "chat", []),
+     "chat", ["messages[0].content[0].text[0]"]),
+    ({"model": "m", "new_field": {"deep": ["x", 1, {"k": "y"}]}}, "chat",
+     ["new_field.deep#name", "new_field.deep[0]", "new_field.deep[2].k#name",
+      "new_field.deep[2].k"]),
+    ({"tool_choice": {"type": "function", "function": {"name": "f"}}}, "chat", []),
 ])
 def test_walk_texts_other_shapes(body: dict, endpoint: str, paths: list[str]) -> None:
     assert [f.path for f in walk_texts(body, endpoint)] == paths

@@ -81,3 +81,30 @@ def test_no_finding_crosses_a_hard_boundary(text: str) -> None:
             if norm[k].isspace():
                 assert norm[k] == " " and is_soft_space(norm[k - 1], norm[k + 1]), \
                     (f, norm[f.start:f.end])
+
+
+# Any character at all, with the ones normalisation drops, folds or expands made likely.
+_TRICKY = st.sampled_from(list("\u200b\u200e\u2066\u00ad\ufe0f\u0301\u2010\u2212\u0663"
+                               "\u0430\u03bf\uff11\ufb01\u2026\u3000\u00a0a1 @.-"))
+_ANY_TEXT = st.text(st.one_of(st.characters(), _TRICKY), max_size=60)
+
+
+@SETTINGS
+@given(_ANY_TEXT)
+def test_normalised_offsets_map_exactly_to_the_original(text: str) -> None:
+    norm = normalize(text)
+    assert norm.text == "".join(normalize(ch).text for ch in text)  # per character
+    for i in range(len(norm.text)):
+        j = norm.orig_index(i)
+        assert norm.text[i] in normalize(text[j]).text
+    for start in range(len(norm.text)):
+        for end in range(start + 1, len(norm.text) + 1):
+            s, e = norm.span(start, end)
+            assert normalize(text[s:e]).text == norm.text[start:end] or \
+                len(normalize(text[s:e]).text) > end - start  # an expansion cut inside
+
+
+@SETTINGS
+@given(_ANY_TEXT, st.integers(0, 60))
+def test_normalising_a_prefix_gives_a_prefix(text: str, cut: int) -> None:
+    assert normalize(text).text.startswith(normalize(text[:cut]).text)

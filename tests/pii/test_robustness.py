@@ -88,6 +88,49 @@ def test_unicode_tricks_are_seen_through(text: str, kind: str, value: str) -> No
     assert value not in redacted and f"[{kind.upper()}_1]" in redacted
 
 
+# The bypasses of issue 14 and their relatives: each is found whole, with its exact span.
+ARABIC = str.maketrans("0123456789", "\u0660\u0661\u0662\u0663\u0664\u0665\u0666\u0667\u0668\u0669")
+DEVANAGARI = str.maketrans("0123456789", "".join(chr(0x966 + d) for d in range(10)))
+BYPASSES = [
+    ("lrm in a card", "4111\u200e1111\u200e1111\u200e1111", "credit_card"),
+    ("lrm in an email", "bob\u200e@example.com", "email"),
+    ("unicode hyphens in an ssn", "219\u201009\u20109999", "us_ssn"),
+    ("arabic-indic digits", "4111 1111 1111 1111".translate(ARABIC), "credit_card"),
+    ("devanagari digits", "219-09-9999".translate(DEVANAGARI), "us_ssn"),
+    ("dots in a card", "4111.1111.1111.1111", "credit_card"),
+    ("cyrillic look-alikes", "b\u043eb@ex\u0430mple.com", "email"),
+    ("greek look-alikes", "\u03bfps@\u03bfrg.example.com", "email"),
+    ("bidi isolate in a phone", "+44 20 \u20667946\u2069 0958", "phone"),
+    ("variation selector", "bob\ufe0f@example.com", "email"),
+    ("word joiner and tag", "4111\u2060 1111 1111 \U000e00411111", "credit_card"),
+    ("minus signs", "219\u221209\u22129999", "us_ssn"),
+    ("en dashes", "4111\u20131111\u20131111\u20131111", "credit_card"),
+    ("full-width hyphen-minus", "219\uff0d09\uff0d9999", "us_ssn"),
+    ("combining mark", "bo\u0301b@example.com", "email"),
+    ("mixed", "4\u0661\u200b11.1111.\u0661111.1111", "credit_card"),
+]
+
+
+@pytest.mark.parametrize(("value", "kind"), [b[1:] for b in BYPASSES],
+                         ids=[b[0] for b in BYPASSES])
+def test_bypass_forms_are_found_whole(value: str, kind: str) -> None:
+    text = f"see {value} here"
+    assert [(f.kind, text[f.start:f.end]) for f in detect(text)] == [(kind, value)]
+    redacted = scan(text, {kind: "redact"}).text
+    assert redacted == f"see [{kind.upper()}_1] here"
+
+
+@pytest.mark.parametrize(("char", "folded"), [
+    ("\u200e", ""), ("\u2066", ""), ("\u00ad", ""), ("\ufe0f", ""), ("\u0301", ""),
+    ("\u2010", "-"), ("\u2014", "-"), ("\u2212", "-"), ("\u207b", "-"), ("\u301c", "-"),
+    ("\u0663", "3"), ("\u096f", "9"), ("\uff15", "5"), ("\U0001d7d8", "0"),
+    ("\u0430", "a"), ("\u0421", "C"), ("\u03bf", "o"), ("\u0131", "i"),
+    ("\u00e9", "\u00e9"), ("\u4e2d", "\u4e2d"), ("\u0416", "\u0416"),
+])
+def test_each_character_class_folds(char: str, folded: str) -> None:
+    assert normalize(f"a{char}b").text == f"a{folded}b"
+
+
 def test_normalisation_maps_back_to_the_original() -> None:
     text = "\u200b\uff41\ufb01\u2026\u200b\u200bz"
     norm = normalize(text)
