@@ -53,13 +53,15 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
     from gateway import logs
+    from gateway.api.request_head import BoundedHttpToolsProtocol
     from gateway.app import create_app
 
     config = _load(settings)
     logs.configure(settings.log_level)
     app = create_app(settings, config)
     uvicorn.run(app, host=args.host or settings.host, port=args.port or settings.port,
-                loop="uvloop", http="httptools", lifespan="on", access_log=False,
+                loop="uvloop", http=BoundedHttpToolsProtocol,  # httptools, heads bounded
+                lifespan="on", access_log=False,
                 server_header=False, log_config=None, timeout_graceful_shutdown=30,
                 # No X-Forwarded-* rewriting of the client address: nothing here uses it,
                 # and the UI reads X-Forwarded-Proto itself for its Secure cookie.
