@@ -32,7 +32,7 @@ from gateway.context import Principal
 from gateway.errors import GatewayError, Unauthorized
 from gateway.pipeline.body import read_body
 from gateway.ui.sessions import LoginLimiter, Session, SessionStore
-from gateway.ui.web import redirect, refuse
+from gateway.ui.web import redirect, refuse, secure
 
 log = logging.getLogger("gateway.ui")
 
@@ -140,7 +140,8 @@ def _signed_out(request: Request) -> Response:
         response = refuse(request, 403, "Not signed in.")
     else:
         response = redirect("/ui/login")
-    response.delete_cookie(COOKIE, path="/ui", httponly=True, samesite="strict")
+    response.delete_cookie(COOKIE, path="/ui", httponly=True, samesite="strict",
+                           secure=secure(request))
     return response
 
 
