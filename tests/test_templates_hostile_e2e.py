@@ -62,7 +62,8 @@ class Prober:
     def __init__(self, gw: GatewayProcess, key: str) -> None:
         self.client = httpx.Client(base_url=gw.base_url, timeout=30,
                                    headers={"authorization": f"Bearer {key}"})
-        self.latencies: list[float] = []
+        self._timed: list[tuple[float, float]] = []  # (sent at, seconds)
+        self._since = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -72,12 +73,19 @@ class Prober:
             started = time.perf_counter()
             r = self.client.post("/chat/completions", json=body)
             assert r.status_code == 200, r.text
-            self.latencies.append(time.perf_counter() - started)
+            self._timed.append((started, time.perf_counter() - started))
+
+    @property
+    def latencies(self) -> list[float]:
+        """Of the requests sent during the attack."""
+        return [took for sent, took in self._timed if sent >= self._since]
 
     def __enter__(self) -> Prober:
         self._thread.start()
-        time.sleep(0.2)
-        self.latencies.clear()  # from here on: during the attack
+        deadline = time.monotonic() + 10
+        while len(self._timed) < 3 and time.monotonic() < deadline:  # warm: key, connection
+            time.sleep(0.01)
+        self._since = time.perf_counter()
         return self
 
     def __exit__(self, *exc: object) -> None:

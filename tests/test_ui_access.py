@@ -98,6 +98,26 @@ def test_every_ui_route_refuses_a_session_whose_key_lost_its_rights(
         again = session.get("/ui/audit")
         assert again.status_code == 303 and again.headers["location"] == "/ui/login"
     assert all(status != 500 for status, _ in answers.values()), answers
+    # each refused form post is one audit event of the key (a page view is a read: none)
+    posts = sorted(f"POST {route.path}" for route in ui_routes.routes
+                   if isinstance(route, Route) and route.methods == {"POST"}
+                   and ("POST", route.path) not in PUBLIC)
+    rows = gw.wait_for_audit("key_id = :k AND endpoint LIKE 'POST /ui/%' AND status_code = 403",
+                             {"k": made["id"]}, count=len(posts))
+    assert sorted(r["endpoint"] for r in rows) == posts
+
+
+def test_a_refused_form_post_is_audited_once(gw: GatewayProcess) -> None:
+    made = gw.create_key(name="ui-compliance-poster", role="compliance")
+    client, csrf = signed_in(gw, made["key"])
+    assert client.post("/ui/keys", data={"csrf_token": csrf, "name": "x"}).status_code == 403
+    assert client.post("/ui/teams", data={"csrf_token": "wrong", "name": "x"}
+                       ).status_code == 403
+    rows = gw.wait_for_audit("key_id = :k AND endpoint LIKE 'POST /ui/%' "
+                             "AND endpoint <> 'POST /ui/login'", {"k": made["id"]}, count=2)
+    assert {(r["endpoint"], r["status_code"], r["error_code"]) for r in rows} == {
+        ("POST /ui/keys", 403, "endpoint_not_allowed"),
+        ("POST /ui/teams", 403, "csrf_failed")}
 
 
 def test_an_admin_demoted_to_compliance_keeps_reading_but_loses_admin_pages(
