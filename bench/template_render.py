@@ -276,7 +276,8 @@ def main() -> int:
     reg = build_registry([few_kb, constant, triage])
     stage = TemplateStage(reg, ServerConfig())
     source_kb = sum(len(m["content"]) for m in few_kb["messages"]) / 1024
-    rendered = reg.render(reg.resolve("bench-support", label="production"), FEW_KB_VARS)
+    rendered = asyncio.run(reg.render(reg.resolve("bench-support", label="production"),
+                                      FEW_KB_VARS))
     out_kb = sum(len(m["content"]) for m in rendered) / 1024
     cases = [
         (f"few-KB prompt ({source_kb:.1f} KB source -> {out_kb:.1f} KB, loops + ifs)",

@@ -338,3 +338,151 @@ async def test_a_stream_left_at_its_done_line_gives_its_connection_back() -> Non
             stream.close()  # the blank line after [DONE] is still unread
         assert server.connections == 1
     await client.aclose()
+
+
+# --- bounds on what an upstream may send -------------------------------------------------
+
+def _head_of(status: bytes, headers: list[bytes], tail: bytes) -> bytes:
+    return b"HTTP/1.1 " + status + b"\r\n" + b"".join(h + b"\r\n" for h in headers) + tail
+
+
+async def _send_endless(writer: asyncio.StreamWriter, first: bytes, piece: bytes = b"",
+                        most: int = 64 << 20) -> None:
+    """`first`, then `piece` again and again (`most` bytes in all) or until the client hangs
+    up; then nothing more."""
+    writer.write(first)
+    await writer.drain()
+    sent = len(first)
+    while piece and sent < most:
+        writer.write(piece)
+        sent += len(piece)
+        await writer.drain()
+
+
+def _bounded(name: str, send: Callable[[asyncio.StreamWriter], Awaitable[None]]) -> Handler:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                      server: Server) -> None:
+        await server.read_request(reader)
+        await send(writer)
+        await asyncio.sleep(5)
+    handler.__name__ = name
+    return handler
+
+
+_BODY = b'{"ok": true}'
+_SIZED = b"content-length: %d\r\n\r\n%s" % (len(_BODY), _BODY)
+_CHUNKED = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
+_HOSTILE_ANSWERS = {
+    # 10,000 small headers, then a good body
+    "too many headers": lambda w: _send_endless(
+        w, _head_of(b"200 OK", [b"x-h%d: v" % i for i in range(10_000)], _SIZED)),
+    # one header of 1 MiB, then a good body
+    "one huge header": lambda w: _send_endless(
+        w, _head_of(b"200 OK", [b"x-big: " + b"a" * (1 << 20)], _SIZED)),
+    # a header value that never ends
+    "endless header": lambda w: _send_endless(
+        w, b"HTTP/1.1 200 OK\r\nx-big: ", b"a" * 65536),
+    # a status line that never ends
+    "endless status line": lambda w: _send_endless(w, b"HTTP/1.1 200 ", b"O" * 65536),
+    # informational answers without end, each one small
+    "endless 1xx answers": lambda w: _send_endless(
+        w, b"", b"HTTP/1.1 103 Early Hints\r\nlink: </x>\r\n\r\n" * 256),
+    # a chunk extension that never ends
+    "endless chunk extension": lambda w: _send_endless(w, _CHUNKED + b"5;ext=", b"e" * 65536),
+    # a chunk-size line of leading zeros that never ends
+    "endless chunk size": lambda w: _send_endless(w, _CHUNKED, b"0" * 65536),
+    # chunked trailers without end, after a complete body
+    "endless trailers": lambda w: _send_endless(
+        w, _CHUNKED + b"%x\r\n%s\r\n0\r\n" % (len(_BODY), _BODY),
+        b"".join(b"x-t%d: v\r\n" % i for i in range(2_000))),
+    # one trailer value that never ends
+    "endless trailer": lambda w: _send_endless(
+        w, _CHUNKED + b"%x\r\n%s\r\n0\r\nx-t: " % (len(_BODY), _BODY), b"v" * 65536),
+    # 200 MiB of zeros, gzipped to about 900 KiB
+    "gzip bomb": lambda w: _send_endless(
+        w, b"HTTP/1.1 200 OK\r\ncontent-encoding: gzip\r\ncontent-length: %d\r\n\r\n%s"
+        % (len(bomb := gzip.compress(b"\0" * (200 << 20), 1)), bomb)),
+}
+
+
+@pytest.mark.parametrize("case", list(_HOSTILE_ANSWERS))
+async def test_a_hostile_answer_fails_the_try_as_a_protocol_error(case: str) -> None:
+    client = Http1Client()
+    async with Server(_bounded(case, _HOSTILE_ANSWERS[case])) as server:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        with pytest.raises(UpstreamProtocolError) as caught:
+            await client.post(server.url, b"{}", JSON, timeout_s=20, connect_timeout_s=5)
+        assert loop.time() - started < 5
+        with pytest.raises(UpstreamProtocolError):
+            stream = await client.open_stream(server.url, b"{}", JSON, connect_timeout_s=5)
+            while await stream.readline():
+                pass
+    assert "upstream" in str(caught.value)
+    await asyncio.sleep(0.05)
+    assert not client._open  # the connection was dropped, never pooled
+    await client.aclose()
+
+
+async def test_the_bounds_leave_room_for_ordinary_answers() -> None:
+    headers = [b"x-h%d: %s" % (i, b"v" * 500) for i in range(90)]  # 90 fields, 45 KB
+
+    async def generous(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                       server: Server) -> None:
+        while True:
+            await server.read_request(reader)
+            writer.write(_head_of(b"200 OK", headers, _SIZED))
+            await writer.drain()
+
+    client = Http1Client()
+    async with Server(generous) as server:
+        got = await client.post(server.url, b"{}", JSON, timeout_s=5, connect_timeout_s=5)
+        assert got.body == _BODY and got.header("x-h89") == "v" * 500
+    await client.aclose()
+
+
+@pytest.mark.parametrize("line_mib,fails", [(3, False), (5, True)])
+async def test_a_stream_line_is_read_up_to_its_bound(line_mib: int, fails: bool) -> None:
+    line = b"data: " + b"x" * (line_mib << 20) + b"\n\n"
+
+    async def long_line(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                        server: Server) -> None:
+        await server.read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+                     b"transfer-encoding: chunked\r\n\r\n")
+        for i in range(0, len(line), 65536):
+            part = line[i:i + 65536]
+            writer.write(b"%x\r\n%s\r\n" % (len(part), part))
+            await writer.drain()
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+        await asyncio.sleep(5)
+
+    client = Http1Client()
+    async with Server(long_line) as server:
+        stream = await client.open_stream(server.url, b"{}", JSON, connect_timeout_s=5)
+        deadline = asyncio.get_running_loop().time() + 5
+        if fails:
+            with pytest.raises(UpstreamProtocolError, match="line longer"):
+                await stream.readline(deadline)
+        else:
+            assert await stream.readline(deadline) == line[:-1]
+        stream.close()
+    await client.aclose()
+
+
+async def test_a_whole_answer_larger_than_the_stream_pause_mark_is_read() -> None:
+    body = b'{"data": "%s"}' % (b"x" * (3 << 20))  # e.g. the embeddings of a large batch
+
+    async def big(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                  server: Server) -> None:
+        await server.read_request(reader)
+        writer.write(answer(body))
+        await writer.drain()
+        await asyncio.sleep(5)
+
+    client = Http1Client()
+    async with Server(big) as server:
+        got = await client.post(server.url, b"{}", JSON, timeout_s=5, connect_timeout_s=5)
+        assert got.body == body
+    await client.aclose()

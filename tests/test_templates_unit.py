@@ -203,6 +203,120 @@ def test_output_size_limit() -> None:
     assert err.value.code == "template_render_limit"
 
 
+# --- bounded while rendering, not after: memory, time, the event loop ------------------------
+
+BIG = "x" * 1_000_000
+TYPED = {"v": {"type": "string", "default": ""}, "items": {"type": "array", "default": []},
+         "n": {"type": "integer", "default": 1}}
+# (source, values): each would build far more than MAX_TEXT characters, or run for seconds
+WORK_BOMBS = [
+    ("{{ [v] * 3000 }}", {"v": "x" * 100_000}),
+    ("{{ ([v] * 11)|length }}", {"v": "x" * 100_000}),
+    ("{{ [[v] * 4] * 40 }}", {"v": "x" * 100_000}),
+    ("{{ [v, v, v, v, v, v, v, v, v, v, v] }}", {"v": BIG}),
+    ("{{ [v, v, v, v, v, v, v, v, v, v, v]|tojson }}", {"v": BIG}),
+    ("{{ [v, v, v, v, v, v, v, v, v, v, v]|string }}", {"v": BIG}),
+    ("{{ [v, v, v, v, v, v, v, v, v, v, v]|join }}", {"v": BIG}),
+    ("{{ ''.join([v, v, v, v, v, v, v, v, v, v, v]) }}", {"v": BIG}),
+    ("{{ 'x' ~ [v, v, v, v, v, v, v, v, v, v, v] }}", {"v": BIG}),
+    ("{{ [v] * 1 + [v] * 1 }}", {"v": "x" * 600_000}),
+    ("{{ items * n }}", {"items": ["x" * 100_000], "n": 100}),
+    ("{{ (items|sort)|length }}", {"items": list(range(150_000))}),
+    ("{{ (items|unique|list)|length }}", {"items": list(range(150_000))}),
+    ("{{ items|max }}", {"items": list(range(150_000))}),
+    ("{{ v.split()|length }}", {"v": "a " * 150_000}),
+    ("{% for i in items %}{% if (v ~ i)|length %}{% endif %}{% endfor %}",
+     {"v": "x" * 200_000, "items": list(range(60_000))}),
+]
+
+
+@pytest.mark.parametrize("source,values", WORK_BOMBS)
+def test_work_bombs_stop_before_the_work(source: str, values: dict[str, Any]) -> None:
+    import tracemalloc
+
+    tpl = one(source, TYPED)
+    tracemalloc.start()
+    started = time.thread_time()
+    try:
+        with pytest.raises(TemplateError) as err:
+            tpl.render(ENV, values)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert err.value.code == "template_render_limit", err.value.message
+    assert err.value.param == "messages[0].content"
+    assert time.thread_time() - started < 0.5  # the CPU budget is 0.2 s
+    assert peak < 8 * 1024 * 1024, peak  # nothing near the size asked for was built
+
+
+@pytest.mark.parametrize("source", ["{{ items|sum(start=[]) }}", "{{ items|sum }}",
+                                    "{{ words|sum(start='') }}"])
+def test_sum_adds_numbers_only(source: str) -> None:
+    tpl = one(source, {"items": {"type": "array", "default": []},
+                       "words": {"type": "array", "default": []}})
+    with pytest.raises(TemplateError) as err:
+        tpl.render(ENV, {"items": [[i] for i in range(20_000)], "words": ["a", "b"]})
+    assert err.value.message.endswith("sum() adds numbers only")
+    assert render_text(one("{{ items|sum }} {{ items|sum(start=0.5) }}",
+                           {"items": {"type": "array"}}), {"items": [1, 2, 3.5]}) == "6.5 7.0"
+
+
+def test_walking_filters_still_work_within_the_budget() -> None:
+    tpl = one("{{ items|sort|first }} {{ items|unique|list|length }} {{ items|max }} "
+              "{{ items|reverse|first }} {{ words|join(',') }} {{ words|map('upper')|join }} "
+              "{{ (v.split(','))|length }} {{ [v] * 2 }} {{ items|dictsort if false }}",
+              {"items": {"type": "array"}, "words": {"type": "array"},
+               "v": {"type": "string"}})
+    assert render_text(tpl, {"items": [3, 1, 2, 3], "words": ["a", "b"], "v": "p,q,r"}) == \
+        "1 3 3 3 a,b AB 3 ['p,q,r', 'p,q,r'] "
+
+
+def test_a_render_that_outgrows_the_event_loop_moves_off_it() -> None:
+    from gateway.templates.sandbox import ON_LOOP_ITEMS, MoveOffLoop
+
+    tpl = one("{% for i in items %}{% endfor %}done", {"items": {"type": "array"}})
+    assert tpl.render(ENV, {"items": list(range(ON_LOOP_ITEMS - 1))}, on_loop=True)
+    with pytest.raises(MoveOffLoop):
+        tpl.render(ENV, {"items": list(range(ON_LOOP_ITEMS + 1))}, on_loop=True)
+    slow = one("{% for i in items %}{% if (v ~ i)|length %}{% endif %}{% endfor %}done",
+               {"items": {"type": "array"}, "v": {"type": "string"}})
+    started = time.perf_counter()
+    with pytest.raises(MoveOffLoop):
+        slow.render(ENV, {"items": list(range(4000)), "v": "x" * 200_000}, on_loop=True)
+    assert time.perf_counter() - started < 0.05  # ON_LOOP_S is 2 ms
+    assert render_text(slow, {"items": list(range(400)), "v": "x" * 200_000}) == "done"
+
+
+async def test_the_registry_renders_a_heavy_template_off_the_event_loop() -> None:
+    import asyncio
+    import threading
+
+    from gateway.templates.registry import TemplateRegistry
+
+    registry = TemplateRegistry(None)  # type: ignore[arg-type]  # no store: render only
+    tpl = one("{% for i in items %}{{ i if i % 7000 == 0 }}{% endfor %}",
+              {"items": {"type": "array"}})
+    loop_thread = threading.get_ident()
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.001)
+            ticks += 1
+
+    beat = asyncio.create_task(ticker())
+    try:
+        small = await registry.render(tpl, {"items": list(range(10))})
+        big = await registry.render(tpl, {"items": list(range(50_000))})
+    finally:
+        beat.cancel()
+        await registry.stop()
+    assert small[0]["content"] == "0" and big[0]["content"].startswith("0700014000")
+    assert threading.get_ident() == loop_thread
+    assert ticks > 0  # the loop kept running while the big one rendered
+
+
 # --- variables are data ----------------------------------------------------------------------
 
 @pytest.mark.parametrize("payload", [

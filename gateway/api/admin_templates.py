@@ -279,7 +279,7 @@ async def render_preview(request: Request, principal: Principal) -> Response:
         raise InvalidRequest("give 'version' or 'label', not both", param="label",
                              code="invalid_value")
     found = reg.resolve(name, version=body.version, label=body.label, user=body.user)
-    messages = reg.render(found, body.variables)
+    messages = await reg.render(found, body.variables)
     return json_response({"name": name, "version": found.version, "model": found.model,
                           "params": dict(found.params), "messages": messages})
 

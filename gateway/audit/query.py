@@ -15,7 +15,6 @@ filters and team scope it was made for and HMAC-signed: an edited or foreign cur
 from __future__ import annotations
 
 import base64
-import csv
 import hashlib
 import hmac
 import io
@@ -29,6 +28,7 @@ import orjson
 from sqlalchemy import Select, and_, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from gateway.audit.csv_cells import csv_cell, csv_writer
 from gateway.errors import Forbidden, InvalidRequest, excerpt
 from gateway.policies.model import PII_KINDS
 from gateway.storage.tables import audit_bodies, audit_events, audit_pii
@@ -300,26 +300,16 @@ async def iter_events(engine: AsyncEngine, query: AuditQuery) -> AsyncIterator[d
             left -= len(rows)
 
 
-def _csv_value(value: Any) -> Any:
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, dict | list):
-        return orjson.dumps(value).decode()
-    return value
-
-
 async def export_lines(engine: AsyncEngine, query: AuditQuery, fmt: str
                        ) -> AsyncIterator[bytes]:
     """The export body, chunk by chunk: CSV with a header row, or one JSON object a line."""
     if fmt == "csv":
         buf = io.StringIO()
-        writer = csv.writer(buf, lineterminator="\n")
+        writer = csv_writer(buf)  # formula-safe cells: see gateway/audit/csv_cells.py
         writer.writerow(EVENT_FIELDS)
         count = 0
         async for event in iter_events(engine, query):
-            writer.writerow([_csv_value(event[name]) for name in EVENT_FIELDS])
+            writer.writerow([csv_cell(event[name]) for name in EVENT_FIELDS])
             count += 1
             if count % 200 == 0:
                 yield buf.getvalue().encode()

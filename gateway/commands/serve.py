@@ -61,6 +61,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
     from gateway import logs
+    from gateway.api.request_head import BoundedHttpToolsProtocol
     from gateway.app import create_app
     from gateway.commands.config_files import load_all
 
@@ -73,7 +74,9 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     on_ready = (lambda: print(banner(settings, host, port, list(config.models)),
                               file=sys.stderr, flush=True)) if show else None
     server = _server(uvicorn.Config(
-        app, host=host, port=port, loop="uvloop", http="httptools", lifespan="on",
+        app, host=host, port=port, loop="uvloop",
+        http=BoundedHttpToolsProtocol,  # httptools, with the request head bounded
+        lifespan="on",
         access_log=False, server_header=False, log_config=None, timeout_graceful_shutdown=30,
         # No X-Forwarded-* rewriting of the client address: nothing here uses it,
         # and the UI reads X-Forwarded-Proto itself for its Secure cookie.

@@ -11,6 +11,13 @@ CAs and SNI); answers with Content-Length, chunked, or read-until-close bodies; 
 deflate answers (we ask for identity); informational (1xx) answers skipped; keep-alive with
 an idle expiry; one retry on a fresh connection when a reused one turns out closed before any
 byte of the answer (the server dropped it while idle). No proxies, cookies or redirects.
+
+Bounded in everything an upstream sends (each bound fails the try with UpstreamProtocolError,
+retried like any protocol error, and drops the connection): at most `_MAX_HEADERS` header
+fields and `_MAX_HEAD_BYTES` of status lines and headers per answer (1xx answers and trailers
+included; as common servers allow requests: nginx 4 x 8 KiB, Apache 100 fields); at most
+`_MAX_FRAMING_BYTES` in a row that carry no body byte (a chunk-size line or chunk extension
+without end); at most `_MAX_BODY` of (inflated) body held; a stream line at most `_MAX_LINE`.
 """
 
 from __future__ import annotations
@@ -27,6 +34,10 @@ from urllib.parse import urlsplit
 import httptools
 
 _MAX_BODY = 64 * 1024 * 1024  # a non-stream answer larger than this is refused
+_MAX_HEADERS = 100
+_MAX_HEAD_BYTES = 64 * 1024
+_MAX_FRAMING_BYTES = 64 * 1024
+_MAX_LINE = 4 * 1024 * 1024  # one SSE line (one chunk of a stream)
 _PAUSE_AT = 1024 * 1024  # a stream's unread bytes: stop reading the socket above this
 _RESUME_AT = 256 * 1024
 
@@ -62,6 +73,10 @@ def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> str | None:
         if key.lower() == name:
             return value.decode("latin-1")
     return None
+
+
+def _head_too_large() -> UpstreamProtocolError:
+    return UpstreamProtocolError(f"upstream sent more than {_MAX_HEAD_BYTES} bytes of headers")
 
 
 class UpstreamAnswer:
@@ -100,9 +115,14 @@ class _Connection(asyncio.Protocol):
         self.keep_alive = False
         self.got_bytes = False
         self.error: BaseException | None = None
+        self._head_bytes = 0  # of the answer's head, as parsed (1xx heads, trailers too)
+        self._unparsed_head = 0  # fed while a head stayed incomplete (httptools holds them)
+        self._body_bytes = 0  # as received, before inflating
+        self._framing = 0  # bytes in a row that carried no body byte
         self._until_close = False
         self._inflate: Any = None
         self._paused = False
+        self.whole = False  # the caller waits for the whole answer: reading never pauses
         self._waiter: asyncio.Future[None] | None = None
 
     # --- asyncio.Protocol ----------------------------------------------------------------
@@ -114,12 +134,28 @@ class _Connection(asyncio.Protocol):
             self.abort()
             return
         self.got_bytes = True
+        in_head = not self.answered
+        body_before = self._body_bytes
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserError:
-            self.fail(UpstreamProtocolError("upstream sent invalid HTTP"))
+        except httptools.HttpParserError as exc:
+            cause = exc.__context__  # what a callback raised: a bound it enforces
+            self.fail(cause if isinstance(cause, UpstreamProtocolError)
+                      else UpstreamProtocolError("upstream sent invalid HTTP"))
             return
-        if not self.complete and len(self.buffer) > _PAUSE_AT and not self._paused:
+        if in_head and not self.answered:
+            self._unparsed_head += len(data)
+            if self._unparsed_head > _MAX_HEAD_BYTES:
+                self.fail(_head_too_large())
+                return
+        elif self.answered and not self.complete:
+            self._framing = 0 if self._body_bytes > body_before else self._framing + len(data)
+            if self._framing > _MAX_FRAMING_BYTES:
+                self.fail(UpstreamProtocolError(f"upstream sent over {_MAX_FRAMING_BYTES} "
+                                                "bytes of framing without a body byte"))
+                return
+        if not (self.complete or self.whole) and len(self.buffer) > _PAUSE_AT \
+                and not self._paused:
             self._paused = True
             if self.transport is not None:
                 self.transport.pause_reading()
@@ -141,7 +177,12 @@ class _Connection(asyncio.Protocol):
 
     # --- httptools callbacks -------------------------------------------------------------
     def on_header(self, name: bytes, value: bytes) -> None:
+        self._head_bytes += len(name) + len(value) + 4
         self.headers.append((name, value))
+        if len(self.headers) > _MAX_HEADERS:
+            raise UpstreamProtocolError(f"upstream sent more than {_MAX_HEADERS} headers")
+        if self._head_bytes > _MAX_HEAD_BYTES:
+            raise _head_too_large()
 
     def on_headers_complete(self) -> None:
         self.status = self.parser.get_status_code()
@@ -162,11 +203,15 @@ class _Connection(asyncio.Protocol):
         self._wake()
 
     def on_body(self, body: bytes) -> None:
+        self._body_bytes += len(body)
         if self._inflate is not None:
-            try:
-                body = self._inflate.decompress(body)
+            try:  # never more than the body may hold (a small gzip can inflate a thousandfold)
+                body = self._inflate.decompress(body, _MAX_BODY + 1 - len(self.buffer))
             except zlib.error:
                 self.fail(UpstreamProtocolError("upstream sent a body that does not inflate"))
+                return
+            if self._inflate.unconsumed_tail:
+                self.fail(UpstreamProtocolError("upstream answer is too large"))
                 return
         self.buffer += body
         if len(self.buffer) > _MAX_BODY:
@@ -217,6 +262,12 @@ class _Connection(asyncio.Protocol):
         if self.error is not None:
             raise self.error
 
+    def read_on(self) -> None:
+        """Read the socket again if it was paused (a line longer than the pause mark)."""
+        if self._paused and self.transport is not None:
+            self._paused = False
+            self.transport.resume_reading()
+
     def take(self, size: int | None = None) -> bytes:
         buffer = self.buffer
         if size is None or size >= len(buffer):
@@ -257,6 +308,12 @@ class UpstreamStream:
                 return conn.take(at + 1)
             if conn.complete:
                 return conn.take()
+            if len(conn.buffer) > _MAX_LINE:
+                error = UpstreamProtocolError(f"upstream sent a stream line longer than "
+                                              f"{_MAX_LINE} bytes")
+                conn.fail(error)
+                raise error
+            conn.read_on()
             self._scan = len(conn.buffer)
             if deadline is None:
                 await conn.wait()
@@ -334,6 +391,7 @@ class Http1Client:
         request = self._head(origin, headers) + b"%d\r\n\r\n" % len(body) + body
         for fresh in (False, True):
             conn, reused = await self._acquire(origin, fresh, connect_timeout_s, deadline)
+            conn.whole = whole
             timer = None if deadline is None else loop.call_at(deadline, conn.fail,
                                                                TimeoutError())
             try:

@@ -14,6 +14,11 @@ sees the same side, and raising P only moves users from V to V2, never back. A r
 without `user` picks a side at random with probability P%.
 A request naming neither `version` nor `label` gets the `production` label when the
 template has one, else its latest version.
+
+Rendering (`render`) starts on the event loop, where nearly every render ends within a few
+microseconds; one that outgrows the loop's small budget (`sandbox.ON_LOOP_ITEMS`,
+`sandbox.ON_LOOP_S`) is rendered again from the start in this registry's render thread, with
+the full budget, while the loop serves other requests.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import hashlib
 import logging
 import random
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -33,7 +39,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from gateway.background import cancel_and_wait
 from gateway.errors import excerpt
 from gateway.templates.errors import TemplateError, not_found
-from gateway.templates.sandbox import MAX_TEXT, GatewaySandbox, make_environment
+from gateway.templates.sandbox import MAX_TEXT, GatewaySandbox, MoveOffLoop, make_environment
 from gateway.templates.store import TemplateStore
 from gateway.templates.versions import TemplateVersion
 from gateway.timeutil import iso
@@ -103,6 +109,8 @@ class TemplateRegistry:
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         self._known_ids: set[str] = set()
+        # One thread: heavy renders wait for each other, never for (or as) the event loop.
+        self._renderer: ThreadPoolExecutor | None = None
 
     # --- loading -------------------------------------------------------------------------
     async def reload(self) -> None:
@@ -151,6 +159,9 @@ class TemplateRegistry:
     async def stop(self) -> None:
         await cancel_and_wait(self._task)
         self._task = None
+        if self._renderer is not None:
+            self._renderer.shutdown(wait=False, cancel_futures=True)
+            self._renderer = None
 
     async def _poll(self) -> None:
         while True:
@@ -210,8 +221,17 @@ class TemplateRegistry:
             return self.get(name, default.pick(user))
         return self.latest(name)
 
-    def render(self, found: TemplateVersion, variables: Any) -> list[dict[str, str]]:
-        return found.render(self.env, variables, self.max_output_chars)
+    async def render(self, found: TemplateVersion, variables: Any) -> list[dict[str, str]]:
+        """The rendered messages; `TemplateError` (a 400) for bad variables or a render that
+        breaks a sandbox rule or limit."""
+        try:
+            return found.render(self.env, variables, self.max_output_chars, on_loop=True)
+        except MoveOffLoop:
+            pass
+        if self._renderer is None:
+            self._renderer = ThreadPoolExecutor(1, thread_name_prefix="template-render")
+        return await asyncio.get_running_loop().run_in_executor(
+            self._renderer, found.render, self.env, variables, self.max_output_chars)
 
     async def startup(self, files: list[Any]) -> list[tuple[str, int, bool]]:
         """Sync the checked prompt files into SQL, load everything, start the refresh poll.

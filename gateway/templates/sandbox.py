@@ -7,15 +7,24 @@ Layers, outermost first:
   methods, only declared variables (so `cycler`, `lipsum`, `namespace`, … are unknown names).
 - `ImmutableSandboxedEnvironment` with `StrictUndefined`: no unsafe attributes at run time, no
   mutation of values, an undefined name or attribute is an error, never an empty string.
-- An allow-list of filters; the ones that can grow text (`join`, `replace`, `indent`) are
-  bounded before they run; `format`, `center`, `wordwrap`, `batch`, `slice`, `random`, … are
-  absent.
-- Bounded run time and size: `*`, `**`, `+` and `~` refuse results over `MAX_TEXT` characters
-  (or huge integers), `%` on strings is refused, `range()` gives at most `MAX_RANGE` numbers,
-  every `for` loop draws from one budget of `MAX_ITERATIONS` per render, and the render stops
-  at `RENDER_TIMEOUT_S` (checked at loop iterations and output chunks) or when the output
-  passes its limit (`template_render_limit`).
-Variables are passed as data in the render context: their values are never compiled.
+- An allow-list of filters; the ones that can grow text (`join`, `replace`, `indent`,
+  `string`, `tojson`) are bounded before they run; `sum` adds numbers only (a sum of lists is
+  quadratic); `format`, `center`, `wordwrap`, `batch`, `slice`, `random`, … are absent.
+- Memory bounded before the work, never after: a value's size is the text it stands for,
+  containers included (`[v] * 3000` is 3000 times `v`), measured with an early stop; `*`,
+  `**`, `+`, `~`, printing a container and the growing filters refuse results over `MAX_TEXT`
+  characters (or huge integers); `%` on strings is refused; `range()` gives at most
+  `MAX_RANGE` numbers; the output stops at its limit.
+- Time bounded while rendering: every item a loop, a whole-iterable filter (`sort`, `list`,
+  `unique`, …), a size check or a `split` walks draws from one budget of `MAX_ITERATIONS` per
+  render, and the clock is checked every few loop items, output chunks, calls and operators.
+- Two budgets (`Budget`): a render starts on the event loop with a small one
+  (`ON_LOOP_ITEMS`, `ON_LOOP_S`); a render that outgrows it stops (`MoveOffLoop`) and runs
+  again from the start in a render thread (`TemplateRegistry.render`) with the full one
+  (`MAX_ITERATIONS`, `RENDER_TIMEOUT_S` of that thread's CPU), so a heavy render never holds
+  the loop for more than about `ON_LOOP_S`, and a runaway one stops at its budget in the thread.
+Any limit hit is a 400 `template_render_limit` naming the message. Variables are passed as
+data in the render context: their values are never compiled.
 """
 
 from __future__ import annotations
@@ -23,16 +32,18 @@ from __future__ import annotations
 import json
 import time
 import traceback
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from jinja2 import StrictUndefined, meta, nodes, pass_context, pass_eval_context
 from jinja2.exceptions import SecurityError, TemplateSyntaxError, UndefinedError
-from jinja2.filters import FILTERS, do_indent, do_join, do_replace
+from jinja2.filters import FILTERS, do_indent, do_join, do_replace, make_attrgetter
 from jinja2.runtime import Context, LoopContext
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.utils import _PassArg
 from jinja2.visitor import NodeTransformer
+from markupsafe import soft_str
 
 from gateway.templates.errors import TemplateError, limit, unsafe
 
@@ -40,15 +51,20 @@ MAX_TEXT = 1_048_576  # characters: any intermediate string or list, and the def
 MAX_RANGE = 10_000
 MAX_ITERATIONS = 100_000
 MAX_INT_BITS = 4096
-RENDER_TIMEOUT_S = 0.2  # CPU seconds of one render, checked at loop iterations and chunks
+RENDER_TIMEOUT_S = 0.2  # CPU seconds of one render in the render thread
+ON_LOOP_ITEMS = 5_000  # what a render may walk on the event loop before it moves off it
+ON_LOOP_S = 0.002  # wall seconds a render may hold the event loop
+_LOOK_EVERY_S = 0.001  # in the render thread: how often the GIL is let go and the CPU clock read
 
 _PLAIN_FILTERS = (
     "abs", "attr", "capitalize", "count", "d", "default", "dictsort", "e", "escape",
-    "filesizeformat", "first", "float", "groupby", "int", "items", "last", "length", "list",
-    "lower", "map", "max", "min", "reject", "rejectattr", "reverse", "round", "select",
-    "selectattr", "sort", "string", "striptags", "sum", "title", "trim", "truncate", "unique",
-    "upper", "wordcount",
+    "filesizeformat", "first", "float", "int", "items", "last", "length", "lower", "map",
+    "reject", "rejectattr", "round", "select", "selectattr", "striptags", "title", "trim",
+    "truncate", "upper", "wordcount",
 )
+# Filters that walk a whole iterable at once: each item is charged to the render's budget
+# before (sized) or while (generators) they run.
+_WALKING_FILTERS = ("dictsort", "groupby", "list", "max", "min", "reverse", "sort", "unique")
 # Filters whose arguments name attributes: a `_`-prefixed one is refused at compile time.
 _ATTR_FILTERS = frozenset({"attr", "map", "select", "selectattr", "reject", "rejectattr",
                            "groupby", "sort", "sum", "unique", "min", "max", "dictsort", "join"})
@@ -76,24 +92,59 @@ _LOOP_ATTRS = frozenset({"index", "index0", "revindex", "revindex0", "first", "l
 _CONCAT = "_gw_concat"
 
 
+class MoveOffLoop(Exception):
+    """A render outgrew what it may do on the event loop: run it again in the render thread."""
+
+
 class Budget:
-    """What one render may still spend (shared by every message of the template).
+    """What one render may still spend (shared by every message of the template): items
+    walked, and time, looked at every few steps (a render that does little reads no clock).
 
-    Time is the rendering thread's CPU time (`time.thread_time`), so a busy machine or a
-    descheduled process cannot fail a render that does little work; the clock is read only
-    by renders that loop or emit many chunks, and from the first such read on."""
+    On the event loop the time is wall time (what other requests wait for) and running out
+    raises `MoveOffLoop`. In the render thread it is that thread's CPU time (a busy machine
+    or the GIL cannot fail a render that does little work), running out is a 400, and every
+    `_LOOK_EVERY_S` the thread lets go of the GIL for a moment, so the event loop's thread
+    never waits the interpreter's 5 ms switch interval for it."""
 
-    __slots__ = ("deadline", "iterations")
+    __slots__ = ("deadline", "items", "next_look", "on_loop", "steps")
 
-    def __init__(self) -> None:
+    def __init__(self, *, on_loop: bool = False) -> None:
+        self.on_loop = on_loop
+        self.items = ON_LOOP_ITEMS if on_loop else MAX_ITERATIONS
         self.deadline: float | None = None
-        self.iterations = MAX_ITERATIONS
+        self.next_look = 0.0
+        self.steps = 0
+
+    def spend(self, items: int) -> None:
+        self.items -= items
+        if self.items < 0:
+            if self.on_loop:
+                raise MoveOffLoop
+            raise limit(f"the render walked more than {MAX_ITERATIONS} items (loops and "
+                        "filters)")
+
+    def step(self) -> None:
+        """One call or operator: the clock is read every 16th."""
+        self.steps += 1
+        if not self.steps & 15:
+            self.check_time()
 
     def check_time(self) -> None:
-        now = time.thread_time()
+        now = time.perf_counter()
+        if self.on_loop:
+            if self.deadline is None:
+                self.deadline = now + ON_LOOP_S
+            elif now > self.deadline:
+                raise MoveOffLoop
+            return
+        if now < self.next_look:
+            return
+        self.next_look = now + _LOOK_EVERY_S
+        time.sleep(0)  # the GIL, for the event loop's thread if it waits for it
+        cpu = time.thread_time()
         if self.deadline is None:
-            self.deadline = now + RENDER_TIMEOUT_S
-        elif now > self.deadline:
+            self.deadline = cpu + RENDER_TIMEOUT_S
+        elif cpu > self.deadline:
             raise limit(f"rendering took more than {RENDER_TIMEOUT_S * 1000:g} ms of CPU")
 
 
@@ -109,6 +160,63 @@ def _too_long(what: str) -> TemplateError:
     return limit(f"{what} would be longer than {MAX_TEXT} characters")
 
 
+_CONTAINERS = (list, tuple, dict)
+
+
+def text_size(value: Any, budget: Budget, most: int = MAX_TEXT) -> int:
+    """About how many characters `value` stands for as text (a container: its items, each
+    time it holds them), counted until the count passes `most`; every container item looked
+    at is charged to `budget`. A string costs nothing to measure."""
+    kind = type(value)
+    if kind is str:
+        return len(value)
+    if not isinstance(value, _CONTAINERS):
+        return len(value) if isinstance(value, str) else 8
+    if kind is list or kind is tuple:  # most often: a flat list of short texts or numbers
+        total = 2
+        for item in value:
+            kind = type(item)
+            if kind is str:
+                total += len(item) + 4
+            elif kind is int or kind is float or kind is bool or item is None:
+                total += 8
+            else:
+                break
+        else:
+            budget.spend(len(value))
+            return total
+    total = walked = 0
+    stack = [value]
+    pop, extend = stack.pop, stack.extend
+    while stack:
+        item = pop()
+        kind = type(item)
+        if kind is str or isinstance(item, str):
+            total += len(item) + 4  # quotes and a separator
+            continue
+        if kind is list or kind is tuple or isinstance(item, list | tuple):
+            walked += len(item)
+            total += 2
+            extend(item)
+        elif kind is dict or isinstance(item, dict):
+            walked += len(item)
+            total += 2 + 2 * len(item)
+            extend(item.keys())
+            extend(item.values())
+        else:
+            total += 8  # a number, a boolean, None, an undefined
+            continue
+        if total > most or walked > budget.items:
+            break
+    budget.spend(walked)
+    return total
+
+
+def _check_size(value: Any, budget: Budget, what: str, most: int = MAX_TEXT) -> None:
+    if text_size(value, budget, most) > most:
+        raise _too_long(what)
+
+
 def _bounded_range(*args: Any) -> range:
     for a in args:
         if not isinstance(a, int) or isinstance(a, bool):
@@ -119,34 +227,103 @@ def _bounded_range(*args: Any) -> range:
     return rng
 
 
-@pass_context
-def _iterate(context: Context, iterable: Iterable[Any]) -> Iterator[Any]:
-    budget = _budget(context)
+def _walk(budget: Budget, iterable: Iterable[Any]) -> Iterator[Any]:
     for item in iterable:
-        budget.iterations -= 1
-        if budget.iterations < 0:
-            raise limit(f"loops ran more than {MAX_ITERATIONS} times")
-        if not budget.iterations & 63:
+        budget.spend(1)
+        if not budget.items & 63:
             budget.check_time()
         yield item
 
 
-def _concat(parts: Sequence[Any]) -> str:
-    texts = [str(p) for p in parts]
-    if sum(map(len, texts)) > MAX_TEXT:
-        raise _too_long("a '~' concatenation")
-    return "".join(texts)
+@pass_context
+def _iterate(context: Context, iterable: Iterable[Any]) -> Iterator[Any]:
+    return _walk(_budget(context), iterable)
 
 
-@pass_eval_context
-def _join(eval_ctx: Any, value: Iterable[Any], d: str = "", attribute: Any = None) -> str:
-    items = value if isinstance(value, list | tuple) else list(value)
+def _charged(budget: Budget, value: Any) -> Any:
+    """`value` for a filter that walks all of it: a sized one is charged at once, anything
+    else item by item as the filter draws them."""
+    if isinstance(value, str | list | tuple | dict | range):
+        budget.spend(len(value))
+        budget.check_time()
+        return value
+    return _walk(budget, value)
+
+
+def _walking(name: str) -> Callable[..., Any]:
+    """Jinja2's filter `name`, its input charged to the render's budget first."""
+    original = FILTERS[name]
+    passes = _PassArg.from_obj(original)
+
+    @pass_context
+    def walking(context: Context, value: Any, *args: Any, **kwargs: Any) -> Any:
+        value = _charged(_budget(context), value)
+        if passes is _PassArg.environment:
+            return original(context.environment, value, *args, **kwargs)
+        if passes is _PassArg.eval_context:
+            return original(context.eval_ctx, value, *args, **kwargs)
+        if passes is _PassArg.context:
+            return original(context, value, *args, **kwargs)
+        return original(value, *args, **kwargs)
+
+    walking.__name__ = f"do_{name}"
+    return walking
+
+
+@pass_context
+def _concat(context: Context, parts: Sequence[Any]) -> str:
+    budget = _budget(context)
+    left = MAX_TEXT
+    for part in parts:
+        left -= text_size(part, budget, left)
+        if left < 0:
+            raise _too_long("a '~' concatenation")
+    return "".join([str(p) for p in parts])
+
+
+@pass_context
+def _join(context: Context, value: Iterable[Any], d: str = "", attribute: Any = None) -> str:
+    budget = _budget(context)
+    items = _charged(budget, value)
+    items = items if isinstance(items, list | tuple) else list(items)
     if len(str(d)) * len(items) > MAX_TEXT:
         raise _too_long("join")
-    out = do_join(eval_ctx, items, d, attribute)
+    if attribute is None:  # with an attribute the items' parts are measured after
+        _check_size(items, budget, "join")
+    out = do_join(context.eval_ctx, items, d, attribute)
     if len(out) > MAX_TEXT:
         raise _too_long("join")
     return out
+
+
+@pass_context
+def _string(context: Context, value: Any) -> str:
+    _check_size(value, _budget(context), "string")
+    return soft_str(value)
+
+
+@pass_context
+def _sum(context: Context, iterable: Iterable[Any], attribute: Any = None, start: Any = 0
+         ) -> Any:
+    """Jinja2's `sum`, of numbers only: a sum of lists or strings copies its whole result at
+    each step (`items|sum(start=[])` is quadratic)."""
+    if not _is_number(start):
+        raise TemplateError("sum() adds numbers only", code="template_render_error")
+    budget = _budget(context)
+    values = _charged(budget, iterable)
+    if attribute is not None:
+        values = map(make_attrgetter(context.environment, attribute), values)
+    total = start
+    for value in values:
+        if not _is_number(value):
+            raise TemplateError("sum() adds numbers only", code="template_render_error")
+        total += value
+    return total
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not (
+        isinstance(value, int) and value.bit_length() > MAX_INT_BITS)
 
 
 def _check_replace(s: str, old: str, new: str) -> None:
@@ -170,18 +347,26 @@ def _indent(s: Any, width: Any = 4, first: bool = False, blank: bool = False) ->
     return do_indent(s, width, first, blank)
 
 
-def _tojson(value: Any, indent: int | None = None) -> str:
+@pass_context
+def _tojson(context: Context, value: Any, indent: int | None = None) -> str:
     """JSON as a model reads it (unlike Jinja2's HTML-safe `tojson`, no `\\u003c` escapes)."""
     if indent is not None and (not isinstance(indent, int) or not 0 <= indent <= 8):
         raise TemplateError("tojson indent must be 0 to 8", code="template_render_error")
+    _check_size(value, _budget(context), "tojson")
     out = json.dumps(value, ensure_ascii=False, indent=indent)
     if len(out) > MAX_TEXT:
         raise _too_long("tojson")
     return out
 
 
-def _finalize(value: Any) -> Any:
-    return "" if value is None else value
+@pass_context
+def _finalize(context: Context, value: Any) -> Any:
+    """Each `{{ }}` value before it becomes text: a container is measured first."""
+    if value is None:
+        return ""
+    if isinstance(value, _CONTAINERS):
+        _check_size(value, _budget(context), "a printed value")
+    return value
 
 
 class GatewaySandbox(ImmutableSandboxedEnvironment):
@@ -201,11 +386,14 @@ class GatewaySandbox(ImmutableSandboxedEnvironment):
         return super().getattr(obj, attribute)
 
     def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
+        budget = _budget(context)
+        budget.step()
         if operator == "*":
             seq, times = ((left, right) if isinstance(left, str | list | tuple)
                           else (right, left))
             if isinstance(seq, str | list | tuple) and isinstance(times, int):
-                if len(seq) * max(times, 0) > MAX_TEXT:
+                times = max(times, 0)
+                if times and text_size(seq, budget, MAX_TEXT // times) * times > MAX_TEXT:
                     raise _too_long("a repeated text or list")
             elif (isinstance(left, int) and isinstance(right, int)
                   and left.bit_length() + right.bit_length() > MAX_INT_BITS):
@@ -215,9 +403,10 @@ class GatewaySandbox(ImmutableSandboxedEnvironment):
                     and max(abs(left).bit_length(), 1) * right > MAX_INT_BITS:
                 raise limit("an integer power would be too large")
         elif operator == "+":
-            if isinstance(left, str | list | tuple) and isinstance(right, str | list | tuple) \
-                    and len(left) + len(right) > MAX_TEXT:
-                raise _too_long("a '+' concatenation")
+            if isinstance(left, str | list | tuple) and isinstance(right, str | list | tuple):
+                left_size = text_size(left, budget)
+                if left_size + text_size(right, budget, MAX_TEXT - left_size) > MAX_TEXT:
+                    raise _too_long("a '+' concatenation")
         elif operator == "%" and isinstance(left, str):
             raise unsafe("'%' formatting of strings is not allowed: use {{ }} or '~'")
         return self.binop_table[operator](left, right)
@@ -226,6 +415,8 @@ class GatewaySandbox(ImmutableSandboxedEnvironment):
              **kwargs: Any) -> Any:
         kwargs.pop("_loop_vars", None)  # Jinja2's own bookkeeping, not arguments
         kwargs.pop("_block_vars", None)
+        budget = _budget(__context)
+        budget.step()
         if __obj is _bounded_range:
             return _bounded_range(*args, **kwargs)
         owner = getattr(__obj, "__self__", None)
@@ -237,11 +428,15 @@ class GatewaySandbox(ImmutableSandboxedEnvironment):
             if name == "replace" and len(args) >= 2:
                 _check_replace(owner, str(args[0]), str(args[1]))
             elif name == "join" and args:
-                items = list(args[0])
+                items = list(_charged(budget, args[0]))
                 if len(owner) * len(items) > MAX_TEXT:
                     raise _too_long("join")
+                _check_size(items, budget, "join")
                 args = (items, *args[1:])
-        return super().call(__context, __obj, *args, **kwargs)
+        out = super().call(__context, __obj, *args, **kwargs)
+        if isinstance(out, list):  # split, rsplit, splitlines: as many items as a loop
+            budget.spend(len(out))
+        return out
 
 
 def make_environment() -> GatewaySandbox:
@@ -251,8 +446,10 @@ def make_environment() -> GatewaySandbox:
     env.globals.clear()
     env.globals["range"] = _bounded_range
     env.filters = {name: FILTERS[name] for name in _PLAIN_FILTERS}
+    env.filters.update({name: _walking(name) for name in _WALKING_FILTERS})
     env.filters.update({"join": _join, "replace": _replace, "indent": _indent,
-                        "tojson": _tojson, _ITER: _iterate, _CONCAT: _concat})
+                        "tojson": _tojson, "string": _string, "sum": _sum, _ITER: _iterate,
+                        _CONCAT: _concat})
     return env
 
 
@@ -378,8 +575,9 @@ def _render_error(message: CompiledMessage, exc: Exception) -> TemplateError:
 
 
 def render(compiled: Sequence[CompiledMessage], variables: Mapping[str, Any], *,
-           max_chars: int = MAX_TEXT) -> list[dict[str, str]]:
-    """Render every message; raise `TemplateError` (limit, unsafe or render error)."""
+           max_chars: int = MAX_TEXT, on_loop: bool = False) -> list[dict[str, str]]:
+    """Render every message; raise `TemplateError` (limit, unsafe or render error), or
+    `MoveOffLoop` (`on_loop`: the small budget ran out)."""
     context: Context | None = None
     remaining = max_chars
     out = []
@@ -395,7 +593,8 @@ def render(compiled: Sequence[CompiledMessage], variables: Mapping[str, Any], *,
                 context = Context(template.environment,
                                   {**template.environment.globals, **variables}, None, {},
                                   globals=template.globals)
-                budget = context._gw_budget = Budget()  # type: ignore[attr-defined]
+                budget = Budget(on_loop=on_loop)
+                context._gw_budget = budget  # type: ignore[attr-defined]
             else:
                 context.vars.clear()
                 context.exported_vars.clear()
@@ -412,6 +611,8 @@ def render(compiled: Sequence[CompiledMessage], variables: Mapping[str, Any], *,
                     count += 1
                     if not count & 15:
                         budget.check_time()
+            except MoveOffLoop:
+                raise
             # Anything a template raises is a fault of that template or its values (a 400),
             # never of the gateway; the message names the kind, not the stack.
             except Exception as exc:

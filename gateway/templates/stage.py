@@ -71,7 +71,7 @@ class TemplateStage:
             found = self.registry.resolve(name, version=version, label=label,
                                           user=body.get("user"))
             state.event["template_version"] = found.version
-            messages = self.registry.render(found, spec.get("variables"))
+            messages = await self.registry.render(found, spec.get("variables"))
         except TemplateError as exc:
             raise _in_request(exc) from None
         del body["template"]

@@ -66,11 +66,13 @@ class TemplateVersion:
                                            for n, v in self.doc["variables"].items()})
         return self._binder
 
-    def render(self, env: GatewaySandbox, variables: Any, max_chars: int = MAX_TEXT
-               ) -> list[dict[str, str]]:
-        """Check the variables, then render; raise `TemplateError` (param relative)."""
+    def render(self, env: GatewaySandbox, variables: Any, max_chars: int = MAX_TEXT, *,
+               on_loop: bool = False) -> list[dict[str, str]]:
+        """Check the variables, then render; raise `TemplateError` (param relative), or
+        `MoveOffLoop` when `on_loop` and the render outgrew the event loop's budget."""
         compiled = self.compiled(env)
-        return render(compiled, self.binder().bind(variables), max_chars=max_chars)
+        return render(compiled, self.binder().bind(variables), max_chars=max_chars,
+                      on_loop=on_loop)
 
     def view(self, labels: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """The API shape: the template fields plus version, author, time and source."""

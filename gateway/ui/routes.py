@@ -3,237 +3,69 @@
 Every page gets its data and makes its changes by calling the JSON API in-process (an ASGI
 call into this same app) with the signed-in key: the API's own role checks, team scoping,
 validation and change audit apply unchanged; there is no second implementation of a rule.
-The audit export is streamed by the export endpoint's own handler.
+The audit export is the API's export endpoint itself, called as the signed-in key.
 
-Safety: a strict CSP on every response, no inline script or style, a per-session CSRF token
-on every POST form, HttpOnly + SameSite=Strict session cookie (Secure over HTTPS) holding
-only a random session id, sign-in attempts limited per client IP and audited.
+Every page is reached through `gateway.ui.access` (the `ROUTES` table below names each
+route's roles): the session's key is authenticated again on each request, so a revoked key or
+a changed role or team takes effect at once. Safety: a strict CSP on every response, no
+inline script or style, a per-session CSRF token on every POST form, HttpOnly +
+SameSite=Strict session cookie (Secure over HTTPS) holding only a random session id,
+sign-in attempts limited per client IP and audited.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import difflib
-import hmac
 import json
 import secrets
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import urlencode
 
-import jinja2
-import orjson
 import yaml
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.api import audit as audit_api
 from gateway.api.http import services
 from gateway.errors import GatewayError
 from gateway.pipeline import audit_event
-from gateway.pipeline.v1 import error_response
 from gateway.templates.spec import to_yaml
-from gateway.ui.sessions import SESSION_TTL_S, LoginLimiter, Session, SessionStore
+from gateway.ui.access import (
+    COOKIE,
+    LOGIN_COOKIE,
+    UI_ROLES,
+    ApiError,
+    api,
+    form_of,
+    login_limiter,
+    page_routes,
+    same,
+    session_key_header,
+    sessions,
+)
+from gateway.ui.sessions import SESSION_TTL_S, Session
+from gateway.ui.web import (
+    ADMIN,
+    HERE,
+    READERS,
+    StaticWithHeaders,
+    harden,
+    redirect,
+    refuse,
+    render,
+    secure,
+)
 
-HERE = Path(__file__).parent
-COOKIE = "gw_ui_session"
-LOGIN_COOKIE = "gw_ui_login"
-CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-       "frame-ancestors 'none'; form-action 'self'; base-uri 'none'")
-HEADERS = {"content-security-policy": CSP, "x-content-type-options": "nosniff",
-           "referrer-policy": "no-referrer", "x-frame-options": "DENY"}
-ROLES = frozenset({"admin", "compliance"})
-ADMIN = frozenset({"admin"})
-READERS = frozenset({"admin", "compliance"})
 AUDIT_FILTERS = ("key_id", "team", "user", "model_requested", "model_served", "deployment",
                  "template_name", "status_code", "error_code", "request_id", "stream",
                  "pii_kind", "since", "until", "limit")
-NAV = [("templates", "Templates", ADMIN), ("keys", "Keys", ADMIN), ("teams", "Teams", ADMIN),
-       ("spend", "Spend", READERS), ("audit", "Audit", READERS),
-       ("policies", "Policies", ADMIN)]
 _META = ("version", "author_key_id", "created_at", "source", "content_hash", "labels")
 
-env = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"),
-                         autoescape=True, undefined=jinja2.StrictUndefined)
-sessions = SessionStore()
-login_limiter = LoginLimiter()
 
-
-# --- responses ---------------------------------------------------------------------------
-
-def _secure(request: Request) -> bool:
-    proto = request.headers.get("x-forwarded-proto", "").split(",")[0].strip().lower()
-    return proto == "https" or request.url.scheme == "https"
-
-
-def _harden(response: Response) -> Response:
-    for name, value in HEADERS.items():
-        response.headers[name] = value
-    response.headers.setdefault("cache-control", "no-store")
-    return response
-
-
-def render(request: Request, page_template: str, /, status: int = 200, **ctx: Any) -> Response:
-    session: Session | None = ctx.pop("session", None) or request.scope.get("ui_session")
-    nav = [(slug, title) for slug, title, roles in NAV if session and session.role in roles]
-    html = env.get_template(page_template).render(session=session, nav=nav, csrf=session.csrf
-                                         if session else "", **ctx)
-    return _harden(Response(html, status_code=status, media_type="text/html; charset=utf-8"))
-
-
-def redirect(url: str) -> Response:
-    return _harden(RedirectResponse(url, status_code=303))
-
-
-def refuse(request: Request, status: int, message: str) -> Response:
-    return render(request, "error.html", status=status, status_code=status, message=message)
-
-
-class StaticWithHeaders:
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        async def send_hardened(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = [(k, v) for k, v in message.get("headers", [])
-                           if k.lower() != b"cache-control"]
-                headers += [(k.encode(), v.encode()) for k, v in HEADERS.items()]
-                headers.append((b"cache-control", b"public, max-age=3600"))
-                message = {**message, "headers": headers}
-            await send(message)
-
-        await self.app(scope, receive, send_hardened)
-
-
-# --- in-process API calls ----------------------------------------------------------------
-
-class ApiError(Exception):
-    def __init__(self, status: int, payload: Any) -> None:
-        err = payload.get("error") if isinstance(payload, dict) else None
-        self.status = status
-        self.message = (err or {}).get("message") if isinstance(err, dict) else None
-        self.message = self.message or f"request failed ({status})"
-        super().__init__(self.message)
-
-
-async def api(request: Request, method: str, path: str, *, query: Any = None,
-              body: Any = None) -> Any:
-    """Call this app's JSON API as the signed-in key; return the JSON or raise ApiError."""
-    session: Session = request.scope["ui_session"]
-    data = orjson.dumps(body) if body is not None else b""
-    qs = urlencode(query or [], doseq=True)
-    headers = [(b"authorization", f"Bearer {session.key}".encode()),
-               (b"host", request.headers.get("host", "localhost").encode()),
-               (b"x-request-id", str(request.state.request_id).encode())]
-    if body is not None:
-        headers += [(b"content-type", b"application/json"),
-                    (b"content-length", str(len(data)).encode())]
-    scope: dict[str, Any] = {
-        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method,
-        "scheme": request.url.scheme, "path": path, "raw_path": path.encode(),
-        "query_string": qs.encode(), "root_path": "", "headers": headers,
-        "client": request.scope.get("client"), "server": request.scope.get("server"),
-        "state": dict(request.scope.get("state") or {}),
-    }
-    sent = False
-    never = asyncio.Event()
-
-    async def receive() -> Message:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": data, "more_body": False}
-        await never.wait()
-        return {"type": "http.disconnect"}
-
-    status = 500
-    chunks: list[bytes] = []
-
-    async def send(message: Message) -> None:
-        nonlocal status
-        if message["type"] == "http.response.start":
-            status = message["status"]
-        elif message["type"] == "http.response.body":
-            chunks.append(message.get("body", b""))
-
-    await request.app(scope, receive, send)
-    raw = b"".join(chunks)
-    payload = orjson.loads(raw) if raw else None
-    if status == 401:
-        sessions.drop(session.sid)  # the key was revoked or expired: the session ends
-    if status >= 400:
-        raise ApiError(status, payload)
-    return payload
-
-
-MAX_FORM_BYTES = 1024 * 1024
-
-
-async def form_of(request: Request) -> dict[str, str]:
-    """The urlencoded form (no multipart: nothing here uploads files); cached per request."""
-    cached = request.scope.get("ui_form")
-    if cached is not None:
-        return cached
-    raw = b""
-    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if ctype == "application/x-www-form-urlencoded":
-        async for chunk in request.stream():
-            raw += chunk
-            if len(raw) > MAX_FORM_BYTES:
-                raise ApiError(413, {"error": {"message": "form too large"}})
-    form = dict(parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True))
-    request.scope["ui_form"] = form
-    return form
-
-
-# --- sessions, roles, CSRF ---------------------------------------------------------------
-
-Page = Callable[[Request], Awaitable[Response]]
-
-
-def page(roles: frozenset[str] = READERS) -> Callable[[Page], Page]:
-    """Signed in, role allowed (else 403, never shown), CSRF checked on POST."""
-
-    def wrap(handler: Page) -> Page:
-        async def endpoint(request: Request) -> Response:
-            session = sessions.get(request.cookies.get(COOKIE))
-            if session is None:
-                if request.method == "POST":
-                    return refuse(request, 403, "Not signed in.")
-                return redirect("/ui/login")
-            request.scope["ui_session"] = session
-            try:
-                if request.method == "POST":
-                    form = await form_of(request)
-                    token = form.get("csrf_token")
-                    if not _same(token, session.csrf):
-                        return refuse(request, 403, "Missing or invalid CSRF token.")
-                if session.role not in roles:
-                    return refuse(request, 403, "Your role may not use this page.")
-                return await handler(request)
-            except ApiError as exc:
-                if exc.status == 401:
-                    return redirect("/ui/login")
-                return refuse(request, exc.status, exc.message)
-
-        endpoint.__name__ = handler.__name__
-        return endpoint
-
-    return wrap
-
-
-def _same(given: Any, expected: str | None) -> bool:
-    """Constant-time token check (bytes: `compare_digest` refuses non-ASCII str)."""
-    return isinstance(given, str) and bool(given) and bool(expected) and hmac.compare_digest(
-        given.encode(), (expected or "").encode())
-
+# --- signing in and out ------------------------------------------------------------------
 
 def _client_ip(request: Request) -> str:
     # Not X-Forwarded-For: a client could choose it. Behind a proxy all users share a bucket.
@@ -246,7 +78,7 @@ async def login_form(request: Request) -> Response:
     token = secrets.token_urlsafe(32)
     response = render(request, "login.html", login_csrf=token, error=None)
     response.set_cookie(LOGIN_COOKIE, token, max_age=600, path="/ui/login", httponly=True,
-                        samesite="strict", secure=_secure(request))
+                        samesite="strict", secure=secure(request))
     return response
 
 
@@ -257,7 +89,12 @@ async def login(request: Request) -> Response:
     status, code, message = 303, None, None
     response: Response | None = None
     try:
-        form = await form_of(request)
+        try:
+            form = await form_of(request)
+        except ApiError as exc:  # 413: larger than the server's max_body_bytes
+            status, code = exc.status, "request_too_large"
+            response = refuse(request, exc.status, exc.message)
+            return response
         token, cookie = form.get("csrf_token"), request.cookies.get(LOGIN_COOKIE)
         if login_limiter.blocked(ip):
             status, code = 429, "rate_limit_exceeded"
@@ -265,7 +102,7 @@ async def login(request: Request) -> Response:
             response = refuse(request, 429, message)
             response.headers["retry-after"] = str(login_limiter.retry_after(ip))
             return response
-        if not _same(token, cookie):
+        if not same(token, cookie):
             status, code = 403, "csrf_failed"
             response = refuse(request, 403, "Missing or invalid CSRF token: reload the page.")
             return response
@@ -283,7 +120,7 @@ async def login(request: Request) -> Response:
                               error="That key was not accepted.")
             return response
         audit_event.set_principal(event, principal)
-        if principal.role not in ROLES:
+        if principal.role not in UI_ROLES:
             login_limiter.failed(ip)
             status, code = 403, "endpoint_not_allowed"
             response = render(request, "login.html", status=403, login_csrf=token,
@@ -293,25 +130,23 @@ async def login(request: Request) -> Response:
                                   principal.team)
         response = redirect("/ui")
         response.set_cookie(COOKIE, session.sid, max_age=SESSION_TTL_S, path="/ui",
-                            httponly=True, samesite="strict", secure=_secure(request))
+                            httponly=True, samesite="strict", secure=secure(request))
         response.delete_cookie(LOGIN_COOKIE, path="/ui/login", httponly=True,
-                               samesite="strict", secure=_secure(request))
+                               samesite="strict", secure=secure(request))
         return response
     finally:
         audit_event.finish(event, status, code)
         svc.audit.submit(event)
 
 
-@page()
 async def logout(request: Request) -> Response:
     sessions.drop(request.cookies.get(COOKIE))
     response = redirect("/ui/login")
     response.delete_cookie(COOKIE, path="/ui", httponly=True, samesite="strict",
-                           secure=_secure(request))
+                           secure=secure(request))
     return response
 
 
-@page()
 async def home(request: Request) -> Response:
     session: Session = request.scope["ui_session"]
     return redirect("/ui/templates" if session.role == "admin" else "/ui/audit")
@@ -383,12 +218,10 @@ async def _keys_page(request: Request, created: Any = None, error: str | None = 
                   created=created, error=error)
 
 
-@page(ADMIN)
 async def keys_list(request: Request) -> Response:
     return await _keys_page(request)
 
 
-@page(ADMIN)
 async def key_create(request: Request) -> Response:
     form = await form_of(request)
     body: dict[str, Any] = {"name": _text(form, "name"), **_limits(form, patch=False)}
@@ -402,7 +235,6 @@ async def key_create(request: Request) -> Response:
     return await _keys_page(request, created=created)
 
 
-@page(ADMIN)
 async def key_detail(request: Request) -> Response:
     key_id = request.path_params["key_id"]
     key = await api(request, "GET", f"/admin/keys/{key_id}")
@@ -410,7 +242,6 @@ async def key_detail(request: Request) -> Response:
     return render(request, "key.html", key=key, spend=spend, error=None, saved=False)
 
 
-@page(ADMIN)
 async def key_update(request: Request) -> Response:
     key_id = request.path_params["key_id"]
     form = await form_of(request)
@@ -428,7 +259,6 @@ async def key_update(request: Request) -> Response:
                   error=error, saved=saved)
 
 
-@page(ADMIN)
 async def key_revoke(request: Request) -> Response:
     await api(request, "DELETE", f"/admin/keys/{request.path_params['key_id']}")
     return redirect("/ui/keys")
@@ -441,12 +271,10 @@ async def _teams_page(request: Request, error: str | None = None, status: int = 
     return render(request, "teams.html", status=status, teams=teams, spend=spend, error=error)
 
 
-@page(ADMIN)
 async def teams_list(request: Request) -> Response:
     return await _teams_page(request)
 
 
-@page(ADMIN)
 async def team_create(request: Request) -> Response:
     form = await form_of(request)
     body = {"name": _text(form, "name"), **_limits(form, patch=False)}
@@ -459,7 +287,6 @@ async def team_create(request: Request) -> Response:
     return redirect("/ui/teams")
 
 
-@page(ADMIN)
 async def team_update(request: Request) -> Response:
     form = await form_of(request)
     body = _limits(form, patch=True)
@@ -493,7 +320,6 @@ async def _version_stats(request: Request, name: str) -> dict[int, dict[str, Any
     return stats
 
 
-@page(ADMIN)
 async def templates_list(request: Request) -> Response:
     data = (await api(request, "GET", "/admin/templates"))["data"]
     return render(request, "templates.html", templates=data)
@@ -523,7 +349,6 @@ def _version_param(request: Request) -> int | None:
     return _positive(request.query_params.get("version", ""))
 
 
-@page(ADMIN)
 async def template_detail(request: Request) -> Response:
     return await _template_page(request, request.path_params["name"], _version_param(request))
 
@@ -554,7 +379,6 @@ def _variables(form: Any, declared: dict[str, Any]) -> dict[str, Any]:
     return values
 
 
-@page(ADMIN)
 async def template_render(request: Request) -> Response:
     name = request.path_params["name"]
     form = await form_of(request)
@@ -576,7 +400,6 @@ async def template_render(request: Request) -> Response:
                                 status=400 if error else 200)
 
 
-@page(ADMIN)
 async def template_label(request: Request) -> Response:
     name = request.path_params["name"]
     form = await form_of(request)
@@ -600,7 +423,6 @@ async def template_label(request: Request) -> Response:
     return redirect(f"/ui/templates/{name}")
 
 
-@page(ADMIN)
 async def template_edit(request: Request) -> Response:
     name = request.path_params["name"]
     current = await api(request, "GET", f"/admin/templates/{name}")
@@ -608,7 +430,6 @@ async def template_edit(request: Request) -> Response:
                   source=to_yaml(_doc(current)), diff=None, error=None)
 
 
-@page(ADMIN)
 async def template_new(request: Request) -> Response:
     return render(request, "template_edit.html", name=None, base=None,
                   source="name: \ndescription: \nmodel: demo\nvariables: {}\nmessages:\n"
@@ -628,7 +449,6 @@ def _parse_source(source: str) -> dict[str, Any]:
     return doc
 
 
-@page(ADMIN)
 async def template_save(request: Request) -> Response:
     """Step 1 (`action=preview`): the diff against the base version; step 2 (`save`)."""
     name = request.path_params.get("name")
@@ -684,7 +504,6 @@ def _chart(rows: list[dict[str, Any]]) -> dict[str, Any]:
             "metric": "cost (USD)" if by_cost else "tokens"}
 
 
-@page(READERS)
 async def spend(request: Request) -> Response:
     today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     since = _day(request.query_params.get("since", ""), today - timedelta(days=29))
@@ -725,7 +544,6 @@ def _audit_filters(request: Request) -> list[tuple[str, str]]:
     return out
 
 
-@page(READERS)
 async def audit(request: Request) -> Response:
     filters = _audit_filters(request)
     query = list(filters)
@@ -749,7 +567,6 @@ async def audit(request: Request) -> Response:
                   next_qs=urlencode([*filters, ("cursor", next_cursor)]) if next_cursor else None)
 
 
-@page(READERS)
 async def audit_event_page(request: Request) -> Response:
     event = await api(request, "GET", f"/audit/events/{request.path_params['event_id']}")
     bodies = {}
@@ -762,24 +579,19 @@ async def audit_event_page(request: Request) -> Response:
     return render(request, "audit_event.html", event=event, bodies=bodies)
 
 
-@page(READERS)
 async def audit_export(request: Request) -> Response:
-    """The export endpoint's own handler, as the signed-in key (role checked above)."""
-    svc = services(request)
+    """The API's export endpoint itself, called as the signed-in key (its authentication,
+    role check and team scope), streamed as it answers."""
     session: Session = request.scope["ui_session"]
-    principal = await svc.auth.authenticate(f"Bearer {session.key}")
     fmt = request.query_params.get("format", "jsonl")
     qs = urlencode([("format", fmt), *_audit_filters(request)]).encode()
-    inner = Request({**request.scope, "query_string": qs}, request.receive)
-    handler = audit_api.export_events.__wrapped__  # type: ignore[attr-defined]
-    try:
-        response = await handler(inner, principal)
-    except GatewayError as exc:
-        return _harden(error_response(exc))
-    return _harden(response)
+    headers = [(k, v) for k, v in request.scope["headers"] if k != b"authorization"]
+    headers.append(session_key_header(session))
+    inner = Request({**request.scope, "query_string": qs, "headers": headers},
+                    request.receive)
+    return harden(await audit_api.export_events(inner))
 
 
-@page(READERS)
 async def audit_verify(request: Request) -> Response:
     result = await api(request, "GET", "/audit/verify")
     return render(request, "verify.html", result=result)
@@ -787,7 +599,6 @@ async def audit_verify(request: Request) -> Response:
 
 # --- policies ----------------------------------------------------------------------------
 
-@page(ADMIN)
 async def policies(request: Request) -> Response:
     key_id = request.query_params.get("key_id", "").strip()
     effective, error = None, None
@@ -804,7 +615,6 @@ async def policies(request: Request) -> Response:
                   dry=None, dry_error=None, text="", policy="default")
 
 
-@page(ADMIN)
 async def policy_dry_run(request: Request) -> Response:
     form = await form_of(request)
     text = form.get("text") if isinstance(form.get("text"), str) else ""
@@ -823,39 +633,45 @@ async def policy_dry_run(request: Request) -> Response:
 
 
 async def not_found(request: Request) -> Response:
-    with contextlib.suppress(Exception):
-        request.scope["ui_session"] = sessions.get(request.cookies.get(COOKIE))
+    request.scope["ui_session"] = sessions.get(request.cookies.get(COOKIE))
     return refuse(request, 404, "No such page.")
 
 
+# Every signed-in page, with the roles that may use it (checked against the key's current
+# role on each request, by `gateway.ui.access`).
+ROUTES = [
+    ("GET", "/ui", home, READERS),
+    ("POST", "/ui/logout", logout, READERS),
+    ("GET", "/ui/templates", templates_list, ADMIN),
+    ("GET", "/ui/templates/new", template_new, ADMIN),
+    ("POST", "/ui/templates/new", template_save, ADMIN),
+    ("GET", "/ui/templates/{name}", template_detail, ADMIN),
+    ("GET", "/ui/templates/{name}/edit", template_edit, ADMIN),
+    ("POST", "/ui/templates/{name}/edit", template_save, ADMIN),
+    ("POST", "/ui/templates/{name}/render", template_render, ADMIN),
+    ("POST", "/ui/templates/{name}/labels", template_label, ADMIN),
+    ("GET", "/ui/keys", keys_list, ADMIN),
+    ("POST", "/ui/keys", key_create, ADMIN),
+    ("GET", "/ui/keys/{key_id}", key_detail, ADMIN),
+    ("POST", "/ui/keys/{key_id}", key_update, ADMIN),
+    ("POST", "/ui/keys/{key_id}/revoke", key_revoke, ADMIN),
+    ("GET", "/ui/teams", teams_list, ADMIN),
+    ("POST", "/ui/teams", team_create, ADMIN),
+    ("POST", "/ui/teams/{name}", team_update, ADMIN),
+    ("GET", "/ui/spend", spend, READERS),
+    ("GET", "/ui/audit", audit, READERS),
+    ("GET", "/ui/audit/events/{event_id}", audit_event_page, READERS),
+    ("GET", "/ui/audit/export", audit_export, READERS),
+    ("GET", "/ui/audit/verify", audit_verify, READERS),
+    ("GET", "/ui/policies", policies, ADMIN),
+    ("POST", "/ui/policies/dry-run", policy_dry_run, ADMIN),
+]
+
 routes = [
-    Route("/ui", home, methods=["GET"]),
+    # The only routes without a session: signing in, static files, the not-found page.
     Route("/ui/login", login_form, methods=["GET"]),
     Route("/ui/login", login, methods=["POST"]),
-    Route("/ui/logout", logout, methods=["POST"]),
-    Route("/ui/templates", templates_list, methods=["GET"]),
-    Route("/ui/templates/new", template_new, methods=["GET"]),
-    Route("/ui/templates/new", template_save, methods=["POST"]),
-    Route("/ui/templates/{name}", template_detail, methods=["GET"]),
-    Route("/ui/templates/{name}/edit", template_edit, methods=["GET"]),
-    Route("/ui/templates/{name}/edit", template_save, methods=["POST"]),
-    Route("/ui/templates/{name}/render", template_render, methods=["POST"]),
-    Route("/ui/templates/{name}/labels", template_label, methods=["POST"]),
-    Route("/ui/keys", keys_list, methods=["GET"]),
-    Route("/ui/keys", key_create, methods=["POST"]),
-    Route("/ui/keys/{key_id}", key_detail, methods=["GET"]),
-    Route("/ui/keys/{key_id}", key_update, methods=["POST"]),
-    Route("/ui/keys/{key_id}/revoke", key_revoke, methods=["POST"]),
-    Route("/ui/teams", teams_list, methods=["GET"]),
-    Route("/ui/teams", team_create, methods=["POST"]),
-    Route("/ui/teams/{name}", team_update, methods=["POST"]),
-    Route("/ui/spend", spend, methods=["GET"]),
-    Route("/ui/audit", audit, methods=["GET"]),
-    Route("/ui/audit/events/{event_id}", audit_event_page, methods=["GET"]),
-    Route("/ui/audit/export", audit_export, methods=["GET"]),
-    Route("/ui/audit/verify", audit_verify, methods=["GET"]),
-    Route("/ui/policies", policies, methods=["GET"]),
-    Route("/ui/policies/dry-run", policy_dry_run, methods=["POST"]),
+    *page_routes(ROUTES),
     Mount("/ui/static", app=StaticWithHeaders(StaticFiles(directory=HERE / "static")),
           name="ui-static"),
     Route("/ui/{rest:path}", not_found, methods=["GET", "POST"]),
