@@ -122,9 +122,10 @@ def migrate(url: str) -> None:
 
 # ------------------------------------------------------------------ 1. sustained writes
 def _event(i: int) -> dict[str, Any]:
-    from gateway.pipeline import audit_event
+    from gateway.core.audit_event import AuditEvent
 
-    event = audit_event.new_event(uuid.uuid4().hex, "/v1/chat/completions")
+    opened = AuditEvent(uuid.uuid4().hex, "/v1/chat/completions")
+    event = opened.fields
     event.update(key_id=f"key_{i % 50:016x}", key_name=f"app-{i % 50}", team=f"team-{i % 8}",
                  user=f"user-{i % 997}", model_requested="gpt-4o-mini",
                  model_served="gpt-4o-mini", deployment="openai/gpt-4o-mini", attempts=1,
@@ -135,14 +136,14 @@ def _event(i: int) -> dict[str, Any]:
                  response_body={"id": "chatcmpl-x", "object": "chat.completion", "choices": [
                      {"index": 0, "message": {"role": "assistant", "content": "ok " * 60},
                       "finish_reason": "stop"}]})
-    audit_event.finish(event, 200)
+    opened.close(200)
     return event
 
 
 async def _sustained(url: str, seconds: float, warmup: float, work: Path) -> dict[str, Any]:
     from sqlalchemy import func, select
 
-    from gateway.storage.audit_writer import AuditWriter
+    from gateway.audit.writer import AuditWriter
     from gateway.storage.engine import create_engine
     from gateway.storage.tables import audit_events
 
@@ -156,7 +157,7 @@ async def _sustained(url: str, seconds: float, warmup: float, work: Path) -> dic
             return (await conn.execute(select(func.count()).select_from(audit_events))
                     ).scalar_one()
 
-    from gateway.storage.ids import time_ordered_id
+    from gateway.ids import time_ordered_id
 
     # The producer only copies a template (a request's own cost is not what is measured).
     templates = [_event(i) for i in range(64)]

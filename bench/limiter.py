@@ -35,16 +35,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gateway.config import load_config
 from gateway.context import Principal, TeamRecord
+from gateway.core.request import Usage
 from gateway.limits.limiter import Limiter
 from gateway.limits.model import BudgetLimit, Reservation, ScopeLimit
 from gateway.limits.redis_store import RedisStore, connect
 from gateway.limits.spend import SpendLog
-from gateway.limits.stage import Limits
 from gateway.limits.store import MemoryStore
 from gateway.offline_data import price_map_path, use_offline_tiktoken
-from gateway.pipeline.state import RequestState
+from gateway.pipeline.stages.limits import Limits
 from gateway.pricing import PriceBook
 from gateway.providers.base import Target
+from tests.support.contexts import make_ctx
 
 BIG = 10**9
 SCOPES = (ScopeLimit("k:bench", "key", rpm=BIG, tpm=BIG, max_concurrent=BIG),
@@ -94,19 +95,17 @@ async def bench_stage(n: int, tmp: Path) -> tuple[float, float, float]:
                           team_record=team)
     target = Target("gpt-4o-mini", "openai/gpt-4o-mini", "openai", "openai/gpt-4o-mini",
                     "gpt-4o-mini", None, None, 60, 5, 30, 30)
-    usage = {"prompt_tokens": 30, "completion_tokens": 60, "total_tokens": 90}
+    usage = Usage(30, 60, 90)
     received = datetime(2026, 11, 26, 12)
     times = []
     for i in range(n):
-        state = RequestState(endpoint="chat", event={"id": f"e{i}", "received_at": received},
-                             principal=principal, model="gpt-4o-mini",
-                             body={"model": "gpt-4o-mini", "messages": MESSAGES,
-                                   "max_tokens": 200})
+        ctx = make_ctx("chat", {"model": "gpt-4o-mini", "messages": MESSAGES,
+                                "max_tokens": 200}, principal=principal, model="gpt-4o-mini")
+        ctx.event.fields.update(id=f"e{i}", received_at=received)
         t0 = time.perf_counter()
-        await stage.before(state)
-        state.target, state.usage = target, usage
-        for finish in state.finishers:
-            finish(state)
+        reservation = await stage.reserve(ctx)
+        ctx.target, ctx.usage, ctx.cost_nanos = target, usage, 0
+        stage.settle(ctx, reservation)
         times.append(time.perf_counter() - t0)
     await engine.dispose()
     return _us(times)

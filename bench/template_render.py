@@ -38,13 +38,13 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gateway.config import ServerConfig
-from gateway.pipeline.state import RequestState
+from gateway.pipeline.stages.template import TemplateStage
 from gateway.templates.files import load_prompt_files
 from gateway.templates.registry import Label, Snapshot, TemplateRegistry
 from gateway.templates.sandbox import make_environment
 from gateway.templates.spec import canonical, content_hash, parse_spec
-from gateway.templates.stage import TemplateStage
 from gateway.templates.versions import TemplateVersion, compile_messages
+from tests.support.contexts import make_ctx
 
 TARGET_US = 50.0
 ROOT = Path(__file__).resolve().parents[1]
@@ -120,18 +120,18 @@ def build_registry(docs: list[dict[str, Any]]) -> TemplateRegistry:
 
 def time_stage(stage: TemplateStage, name: str, variables: dict[str, Any], n: int,
                repeat: int) -> float:
-    """Best per-call µs of `stage.before` (a fresh body each call, as a request has)."""
+    """Best per-call µs of `stage.expand` (a fresh body each call, as a request has)."""
 
     async def run() -> float:
         best = float("inf")
         for _ in range(repeat):
-            states = [RequestState(endpoint="chat", event={}, body={
+            contexts = [make_ctx("chat", {
                 "messages": [{"role": "user", "content": "and one more thing"}],
                 "template": {"name": name, "label": "production", "variables": variables},
                 "user": "end-user-1"}) for _ in range(n)]
             t0 = time.perf_counter()
-            for state in states:
-                await stage.before(state)
+            for ctx in contexts:
+                await stage.expand(ctx)
             best = min(best, (time.perf_counter() - t0) / n * 1e6)
         return best
 

@@ -27,20 +27,20 @@ from gateway.api import (
 )
 from gateway.api import audit as audit_api
 from gateway.api import metrics as metrics_api
+from gateway.api.audit_durability import AuditDurabilityMiddleware
 from gateway.api.middleware import RequestIdMiddleware
 from gateway.api.services import Services
-from gateway.audit.bodies import BodyRecorder
-from gateway.audit.gate import AuditDurabilityMiddleware, AuditGate
+from gateway.api.tracing_middleware import TracingMiddleware
+from gateway.audit.writer import AuditWriter
 from gateway.config import LoadedConfig, load_config
+from gateway.core.audit_event import AuditEvent
+from gateway.core.stages import Handler
 from gateway.errors import GatewayError, InternalError, MethodNotAllowed, NotFound, clip
+from gateway.keys.authenticator import Authenticator
 from gateway.limits.limiter import Limiter
-from gateway.limits.stage import Limits
 from gateway.offline_data import price_map_path, use_offline_tiktoken
-from gateway.pii.stage import PiiStage, pii_hash_key
-from gateway.pipeline import audit_event
-from gateway.pipeline.auth import Authenticator
-from gateway.pipeline.provider_fields import TranslatedFields
-from gateway.pipeline.v1 import ModelAccess, V1Pipeline, error_response
+from gateway.pii.output import pii_hash_key
+from gateway.pipeline.chain import model_pipeline, model_stages
 from gateway.policies.store import policies_for
 from gateway.pricing import PriceBook
 from gateway.providers.demo import DemoProvider
@@ -48,17 +48,16 @@ from gateway.providers.litellm_adapter import LiteLLMProvider
 from gateway.providers.openai_compat import OpenAICompatProvider
 from gateway.routing.router import Router
 from gateway.settings import Settings
-from gateway.storage.audit_writer import AuditWriter
 from gateway.storage.engine import create_engine
 from gateway.storage.keys import KeyStore, TeamStore
 from gateway.telemetry.metrics import Metrics
 from gateway.telemetry.recorder import MetricsRecorder
-from gateway.telemetry.tracing import TraceRecorder, Tracing, TracingMiddleware
+from gateway.telemetry.tracing import TraceRecorder, Tracing
 from gateway.templates.files import prompt_files_for
 from gateway.templates.registry import TemplateRegistry
-from gateway.templates.stage import TemplateStage
 from gateway.templates.store import TemplateStore
 from gateway.ui import routes as ui_routes
+from gateway.web.responses import error_response
 
 log = logging.getLogger("gateway")
 
@@ -92,16 +91,14 @@ def build_services(settings: Settings, config: LoadedConfig) -> Services:
     hash_key = pii_hash_key(settings)
     templates = TemplateRegistry(TemplateStore(engine),
                                  max_output_chars=config.server.max_body_bytes)
-    # The template stage runs before model access: a template may supply the model.
-    # The audit gate comes first: nothing goes upstream when no audit record could be made.
-    stages = [AuditGate(audit), TemplateStage(templates, config.server),
-              ModelAccess(router, policies), TranslatedFields(router),
-              Limits(limiter), PiiStage(hash_key, metrics)]
-    observers = [BodyRecorder(config.audit.bodies, router.models()),
-                 MetricsRecorder(metrics, router.models())]
+    recorders: list = [MetricsRecorder(metrics, router.models())]
     if tracing.enabled:
-        observers.append(TraceRecorder(tracing))
-    pipeline = V1Pipeline(config, auth, router, prices, audit, stages, observers=observers)
+        recorders.append(TraceRecorder(tracing))
+    stages = model_stages(config=config, auth=auth, router=router, limiter=limiter,
+                          audit_writer=audit, policies=policies, templates=templates,
+                          metrics=metrics, pii_hash_key=hash_key, recorders=recorders,
+                          translated=router.translated)
+    pipeline = model_pipeline(stages, router)
     return Services(settings=settings, config=config, engine=engine, keys=keys,
                     teams=TeamStore(engine), auth=auth, router=router, audit=audit, v1=pipeline,
                     limits=limiter,
@@ -123,9 +120,8 @@ def _audit_unrouted(request: Request, exc: GatewayError) -> None:
     if not request.url.path.startswith("/v1/"):
         return
     svc: Services = request.app.state.services
-    event = audit_event.new_event(request.state.request_id, request.url.path)
-    audit_event.finish(event, exc.status_code, exc.code)
-    svc.audit.submit(event)
+    AuditEvent(request.state.request_id, request.url.path).submit_to(
+        svc.audit, exc.status_code, exc.code)
 
 
 async def _http_exception(request: Request, exc: Exception) -> Response:
@@ -151,7 +147,7 @@ class GatewayApp(Starlette):
     """Starlette, with `outer` middleware around everything and the `/v1` model endpoints
     answered by `V1Front` before Starlette's own error middleware and router."""
 
-    def __init__(self, pipeline: V1Pipeline, *, outer: list[Middleware], **kwargs: object
+    def __init__(self, pipeline: Handler, *, outer: list[Middleware], **kwargs: object
                  ) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self.pipeline = pipeline

@@ -1,4 +1,9 @@
-"""Token counting with tiktoken, bounded in time for any input size."""
+"""Token counting with tiktoken, bounded in time for any input size.
+
+`count_request(endpoint, body, model)` is THE prompt count of a request (limits reserve it,
+streams without provider usage report it): the messages by OpenAI's accounting, tool calls,
+tools, schemas, and a flat estimate per image or audio part.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ from collections.abc import Iterable, Mapping
 from functools import cache
 from typing import Any
 
+import orjson
 import tiktoken
 
 from gateway.offline_data import use_offline_tiktoken
@@ -13,6 +19,9 @@ from gateway.offline_data import use_offline_tiktoken
 # BPE on one enormous "word" is super-linear; long texts are counted in pieces.
 _PIECE = 4096
 _O200K_MARKERS = ("gpt-4o", "gpt-4.1", "gpt-5", "o1", "o3", "o4", "chatgpt-4o")
+# A non-text content part (an image, audio): OpenAI bills a high-detail image at up to ~1,100
+# tokens; a reservation takes that much and settles to what the provider reports.
+NON_TEXT_PART_TOKENS = 1_105
 
 
 @cache
@@ -81,3 +90,41 @@ def count_messages(messages: Iterable[Mapping[str, Any]], model: str = "") -> in
         if isinstance(name, str):
             total += 1 + count_text(name, model)
     return total
+
+
+def text_size(value: Any) -> int:
+    """Characters of text a body field holds (a cheap upper bound, no tokenizing)."""
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, list):
+        return sum(text_size(v) for v in value)
+    if isinstance(value, Mapping):
+        return sum(text_size(v) for v in value.values())
+    return 0
+
+
+def _chat_tokens(body: Mapping[str, Any], model: str) -> int:
+    messages = body.get("messages") or []
+    total = count_messages(messages, model)
+    for message in messages:
+        content = message.get("content") if isinstance(message, Mapping) else None
+        if isinstance(content, list):
+            total += NON_TEXT_PART_TOKENS * sum(
+                1 for p in content if isinstance(p, Mapping) and p.get("type") != "text")
+        calls = message.get("tool_calls") if isinstance(message, Mapping) else None
+        if calls:
+            total += count_text(orjson.dumps(calls).decode(), model)
+    for field in ("tools", "functions", "response_format"):
+        value = body.get(field)
+        if value:
+            total += count_text(orjson.dumps(value).decode(), model)
+    return total
+
+
+def count_request(endpoint: str, body: Mapping[str, Any], model: str) -> int:
+    """The prompt tokens of a request of `endpoint` (chat, completions, embeddings)."""
+    if endpoint == "chat":
+        return _chat_tokens(body, model)
+    if endpoint == "completions":
+        return count_prompt(body.get("prompt"), model) + count_prompt(body.get("suffix"), model)
+    return count_prompt(body.get("input"), model)

@@ -17,20 +17,21 @@ from gateway.audit.chain import Hasher
 from gateway.audit.committer import current_tickets
 from gateway.audit.spool import Spool, SpoolError, frame
 from gateway.audit.verify import verify_chains
+from gateway.audit.writer import AuditWriter
+from gateway.core.audit_event import AuditEvent
 from gateway.migrate import upgrade
-from gateway.pipeline import audit_event
-from gateway.pipeline.state import RequestState
-from gateway.storage.audit_writer import AuditWriter
 from gateway.storage.engine import create_engine
 from gateway.storage.tables import audit_bodies, audit_events, audit_pii
 from gateway.telemetry.metrics import Metrics
+from tests.support.contexts import make_ctx
 
 
 def _event(i: int, **extra: Any) -> dict[str, Any]:
-    event = audit_event.new_event(f"unit-{i}", "/v1/chat/completions")
+    opened = AuditEvent(f"unit-{i}", "/v1/chat/completions")
+    event = opened.fields
     event.update(key_id="key_1", model_requested="demo", model_served="demo", attempts=1,
                  input_tokens=3, output_tokens=4, total_tokens=7, cost_nanos=11)
-    audit_event.finish(event, 200)
+    opened.close(200)
     event.update(extra)
     return event
 
@@ -320,19 +321,19 @@ class _Policy:
 def test_bodies_follow_the_effective_policy(mode: str, expected: str | None) -> None:
     sent = {"model": "demo", "messages": [{"role": "user", "content": "[EMAIL_1]"}]}
     original = {"model": "demo", "messages": [{"role": "user", "content": "a@b.example"}]}
-    state = RequestState(endpoint="chat", event={}, body=sent,
-                         extra={"policy": _Policy(mode), "original_body": original,
-                                "response_text": "streamed answer"})
-    BodyRecorder("redacted")(state)
+    ctx = make_ctx("chat", sent, policy=_Policy(mode), original_body=original,
+                   answer=["streamed ", "answer"])
+    BodyRecorder("redacted")(ctx)
+    event = ctx.event.fields
     if expected is None:
-        assert "request_body" not in state.event and "response_body" not in state.event
+        assert "request_body" not in event and "response_body" not in event
     else:
-        assert state.event["request_body"]["messages"][0]["content"] == expected
-        assert state.event["response_body"] == "streamed answer"
+        assert event["request_body"]["messages"][0]["content"] == expected
+        assert event["response_body"] == "streamed answer"
     # no policy resolved (e.g. a 401): gateway.yaml's default applies
-    bare = RequestState(endpoint="chat", event={}, body=sent)
+    bare = make_ctx("chat", sent)
     BodyRecorder("none")(bare)
-    assert "request_body" not in bare.event
+    assert "request_body" not in bare.event.fields
 
 
 async def test_verify_pages_through_a_chain_and_finds_a_duplicate_position(

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from gateway.errors import Unauthorized
+from gateway.keys.authenticator import Authenticator
 from gateway.migrate import upgrade
-from gateway.pipeline.auth import Authenticator
 from gateway.storage.engine import create_engine
 from gateway.storage.keys import KeyStore
 

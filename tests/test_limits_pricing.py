@@ -8,6 +8,7 @@ import asyncio
 import time
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -15,19 +16,21 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from gateway import tokens
 from gateway.config import load_config
 from gateway.context import Principal, TeamRecord
+from gateway.core.request import Reply, Usage
 from gateway.limits import estimate
 from gateway.limits.limiter import Limiter
 from gateway.limits.model import window_name, window_ttl_s
 from gateway.limits.spend import SpendLog
-from gateway.limits.stage import Limits, ratelimit_headers
 from gateway.limits.store import MemoryStore
 from gateway.offline_data import price_map_path
-from gateway.pipeline.state import RequestState
+from gateway.pipeline.stages.cost import Cost
+from gateway.pipeline.stages.limits import Limits, ratelimit_headers
 from gateway.policies.model import Budget
 from gateway.policies.model import Limits as PolicyLimits
 from gateway.pricing import Price, PriceBook, usage_cost_nanos
 from gateway.providers.base import Target
 from gateway.telemetry.metrics import Metrics
+from tests.support.contexts import make_ctx
 
 PRICE = Price(input_pico_per_token=1_000_000, output_pico_per_token=4_000_000,
               cached_input_pico_per_token=100_000, cache_write_pico_per_token=1_250_000,
@@ -123,26 +126,28 @@ models:
     return Limits(limiter), metrics
 
 
-def _served_state() -> RequestState:
-    state = RequestState(endpoint="chat", event={"id": "e1", "received_at": datetime(2026, 1, 1)},
-                         principal=Principal(key_id="k1", key_name="k", role="app"),
-                         body={"model": "local", "messages": [{"role": "user", "content": "x"}]},
-                         model="local")
-    state.target = Target("local", "openai/my-local-llama", "openai", "openai/my-local-llama",
-                          "my-local-llama", "http://127.0.0.1:9/v1", None, 1, 1, 1, 1)
-    state.usage = {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}
-    return state
+def _served_ctx() -> Any:
+    ctx = make_ctx("chat", {"model": "local", "messages": [{"role": "user", "content": "x"}]},
+                   principal=Principal(key_id="k1", key_name="k", role="app"), model="local")
+    ctx.event.fields["received_at"] = datetime(2026, 1, 1)
+    ctx.target = Target("local", "openai/my-local-llama", "openai", "openai/my-local-llama",
+                        "my-local-llama", "http://127.0.0.1:9/v1", None, 1, 1, 1, 1)
+    ctx.usage = Usage(3, 4, 7)
+    return ctx
 
 
 @pytest.mark.parametrize("mode,cost,counted", [("warn", None, 1.0), ("zero", 0, None)])
 def test_unpriced_served_model_is_unknown_and_counted_or_declared_free(
         tmp_path: Path, mode: str, cost: int | None, counted: float | None) -> None:
-    stage, metrics = _stage(tmp_path, mode)
-    state = _served_state()
-    asyncio.run(stage.before(state))
-    assert len(state.finishers) == 1
-    state.finishers[0](state)
-    assert state.cost_nanos == cost and state.event["cost_nanos"] == cost
+    limits, metrics = _stage(tmp_path, mode)
+    stage = Cost(limits.prices, mode, metrics)
+    ctx = _served_ctx()
+
+    async def served(ctx: Any) -> Reply:
+        return Reply(body={})
+
+    asyncio.run(stage(ctx, served))
+    assert ctx.cost_nanos == cost and ctx.event.fields["cost_nanos"] == cost
     assert metrics.registry.get_sample_value("gateway_unpriced_requests_total",
                                              {"model": "local"}) == counted
 
@@ -152,7 +157,7 @@ def test_block_mode_refuses_an_unpriced_model(tmp_path: Path) -> None:
     from gateway.errors import Forbidden
 
     with pytest.raises(Forbidden) as refused:
-        asyncio.run(stage.before(_served_state()))
+        asyncio.run(stage.reserve(_served_ctx()))
     assert refused.value.code == "model_unpriced"
 
 
@@ -222,8 +227,8 @@ async def test_large_prompts_are_counted_off_the_event_loop() -> None:
     task.cancel()
     assert count >= 200_000
     assert ticks > 0  # the loop ran while the prompt was being counted
-    assert estimate.count_prompt("completions", {"prompt": [[1, 2, 3], [4]]}, "x") == 4
-    assert estimate.count_prompt("embeddings", {"input": ["a b", "c"]}, "x") >= 3
+    assert tokens.count_request("completions", {"prompt": [[1, 2, 3], [4]]}, "x") == 4
+    assert tokens.count_request("embeddings", {"input": ["a b", "c"]}, "x") >= 3
     assert estimate.requested_output({"max_tokens": 7}) == ("max_tokens", 7)
     assert estimate.requested_output({"max_completion_tokens": 9, "max_tokens": 7}) == \
         ("max_completion_tokens", 9)

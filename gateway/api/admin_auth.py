@@ -13,10 +13,11 @@ from starlette.responses import Response
 
 from gateway.api.http import services
 from gateway.context import Principal
+from gateway.core.audit_event import AuditEvent
 from gateway.errors import Forbidden, GatewayError, InternalError, InvalidRequest
-from gateway.pipeline import audit_event
-from gateway.pipeline.body import parse_object, read_body
-from gateway.pipeline.v1 import error_response
+from gateway.protocols.json_body import parse_object
+from gateway.web.body import read_body
+from gateway.web.responses import error_response
 
 log = logging.getLogger("gateway.admin")
 
@@ -36,12 +37,11 @@ def admin_endpoint(*, roles: frozenset[str] = frozenset({"admin"}), audited: boo
             if audited:
                 route = request.scope.get("route")
                 path = getattr(route, "path", request.url.path)
-                event = audit_event.new_event(request.state.request_id,
-                                              f"{request.method} {path}")
+                event = AuditEvent(request.state.request_id, f"{request.method} {path}")
             try:
                 principal = await svc.auth.authenticate(request.headers.get("authorization"))
                 if event is not None:
-                    audit_event.set_principal(event, principal)
+                    event.set_principal(principal)
                 if principal.role not in roles:
                     raise Forbidden("this key's role may not use this endpoint",
                                     code="endpoint_not_allowed")
@@ -50,21 +50,18 @@ def admin_endpoint(*, roles: frozenset[str] = frozenset({"admin"}), audited: boo
                 response = error_response(exc)
                 known = getattr(exc, "principal", None)
                 if event is not None and known is not None:
-                    audit_event.set_principal(event, known)
+                    event.set_principal(known)
                 if event is not None:
-                    audit_event.finish(event, exc.status_code, exc.code)
-                    svc.audit.submit(event)
+                    event.submit_to(svc.audit, exc.status_code, exc.code)
                 return response
             except Exception:
                 log.exception("admin endpoint failed")
                 exc = InternalError("the gateway failed to handle this request")
                 if event is not None:
-                    audit_event.finish(event, exc.status_code, exc.code)
-                    svc.audit.submit(event)
+                    event.submit_to(svc.audit, exc.status_code, exc.code)
                 return error_response(exc)
             if event is not None:
-                audit_event.finish(event, response.status_code)
-                svc.audit.submit(event)
+                event.submit_to(svc.audit, response.status_code)
             return response
 
         return endpoint

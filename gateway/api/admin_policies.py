@@ -13,8 +13,9 @@ from gateway.context import Principal
 from gateway.errors import GatewayError, InvalidRequest, NotFound, RedactionUnavailable, excerpt
 from gateway.pii.actions import Redactor, scan
 from gateway.pii.detectors import detect
-from gateway.pipeline.body import parse_object, read_body
+from gateway.protocols.json_body import parse_object
 from gateway.storage.keys import principal_from_row, team_from_row
+from gateway.web.body import read_body
 
 
 @admin_endpoint()

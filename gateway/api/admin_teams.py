@@ -7,10 +7,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway.api.admin_auth import admin_endpoint, dump_fields, parse_model
-from gateway.api.admin_schemas import TeamCreate, TeamUpdate, team_view, to_row
 from gateway.api.http import json_response, services
 from gateway.context import Principal
 from gateway.errors import Conflict, InvalidRequest, NotFound, excerpt
+from gateway.keys.schemas import TeamCreate, TeamUpdate, team_view, to_row
 from gateway.storage.keys import DuplicateName
 
 

@@ -34,12 +34,13 @@ from gateway.api.admin_auth import admin_endpoint, parse_model
 from gateway.api.http import json_response, services
 from gateway.context import Principal
 from gateway.errors import Conflict, InvalidRequest, excerpt
-from gateway.pipeline.body import parse_object, read_body
+from gateway.protocols.json_body import parse_object
 from gateway.templates.errors import TemplateError
 from gateway.templates.registry import TemplateRegistry
 from gateway.templates.spec import LABEL, canonical, content_hash, parse_spec, to_yaml
 from gateway.templates.store import TemplateExists, TemplateMissing
 from gateway.templates.versions import TemplateVersion, check_spec
+from gateway.web.body import read_body
 
 
 class _Body(BaseModel):

@@ -6,14 +6,14 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from gateway.audit.writer import AuditWriter
 from gateway.config import LoadedConfig
+from gateway.core.stages import Handler
+from gateway.keys.authenticator import Authenticator
 from gateway.limits.limiter import Limiter
-from gateway.pipeline.auth import Authenticator
-from gateway.pipeline.v1 import V1Pipeline
 from gateway.policies.store import PolicyRegistry
 from gateway.routing.router import Router
 from gateway.settings import Settings
-from gateway.storage.audit_writer import AuditWriter
 from gateway.storage.keys import KeyStore, TeamStore
 from gateway.telemetry.metrics import Metrics
 from gateway.telemetry.tracing import Tracing
@@ -30,7 +30,7 @@ class Services:
     auth: Authenticator
     router: Router
     audit: AuditWriter
-    v1: V1Pipeline
+    v1: Handler  # the model pipeline (every /v1 model endpoint)
     limits: Limiter
     policies: PolicyRegistry
     templates: TemplateRegistry

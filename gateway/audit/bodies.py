@@ -1,10 +1,10 @@
 """Request and response bodies for the audit store, as the effective policy says.
 
 `audit.bodies` (the key's policy, else `gateway.yaml`): `none` keeps nothing; `redacted` keeps
-the request as it was sent upstream (`state.body`: the PII stage puts the policy's redaction
+the request as it was sent upstream (`ctx.body`: the PII stage puts the policy's redaction
 there), or as received when a stage refused it, then redacted again for EVERY built-in PII
 kind, also those the policy lets through to the provider (`pii.storage`); `full` keeps the
-caller's original (`state.extra["original_body"]`, else `state.body`). The response is the
+caller's original (`ctx.original_body`, else `ctx.body`). The response is the
 answer as the client got it: the JSON object for a non-stream request, the concatenated text
 for a stream (also when it was cut or cancelled), under `redacted` redacted the same way.
 Under `none` and `redacted` the `user` column is redacted too.
@@ -45,31 +45,31 @@ def body_text(value: Any, limit: int = DEFAULT_LIMIT) -> str | None:
     return orjson.dumps(source[:limit] + marker).decode()
 
 
-_UNSET = object()
+def answer_of(ctx: Any) -> Any:
+    """The answer as the client got it: a JSON object, or a stream's text."""
+    answer = ctx.answer
+    return "".join(answer) if isinstance(answer, list) else answer
 
 
 class StoredView:
     """What of one request may be stored or traced, redacted for every built-in PII kind
     (`pii.storage`): the request and the answer in one scan, done on first use.
-    `stored_view(state)` gives the request's one view."""
+    `stored_view(ctx)` gives the request's one view."""
 
-    def __init__(self, state: Any) -> None:
-        self.state = state
+    def __init__(self, ctx: Any) -> None:
+        self.ctx = ctx
         self.redactor = StorageRedactor()
         self._bodies: tuple[Any, Any] | None = None
 
     def _both(self) -> tuple[Any, Any]:
         if self._bodies is None:
-            state = self.state
-            extra = state.extra
-            answer = extra.get("response_body")
-            if answer is None:
-                answer = extra.get("response_text")
-            conceal = extra.get("conceal")  # PII restore: back to this request's placeholders
+            ctx = self.ctx
+            answer = answer_of(ctx)
+            conceal = ctx.conceal  # PII restore: back to this request's placeholders
             if answer is not None and conceal is not None:
                 answer = conceal(answer)
-            self._bodies = self.redactor.request_and_answer(state.body or None, answer,
-                                                            state.endpoint)
+            self._bodies = self.redactor.request_and_answer(ctx.body or None, answer,
+                                                            ctx.endpoint)
         return self._bodies
 
     def request(self) -> dict[str, Any] | None:
@@ -87,19 +87,20 @@ class StoredView:
         """Any other body about to be stored: a request object, an answer, a text."""
         if isinstance(value, dict) and ("messages" in value or "prompt" in value
                                         or "input" in value):
-            return self.redactor.request_and_answer(value, None, self.state.endpoint)[0]
-        return self.redactor.request_and_answer(None, value, self.state.endpoint)[1]
+            return self.redactor.request_and_answer(value, None, self.ctx.endpoint)[0]
+        return self.redactor.request_and_answer(None, value, self.ctx.endpoint)[1]
 
 
-def stored_view(state: Any) -> StoredView:
-    view = state.extra.get("stored_view")
+def stored_view(ctx: Any) -> StoredView:
+    """The request's one view (made on first use, kept on `ctx.stored`)."""
+    view = ctx.stored
     if view is None:
-        view = state.extra["stored_view"] = StoredView(state)
+        view = ctx.stored = StoredView(ctx)
     return view
 
 
 class BodyRecorder:
-    """A `V1Pipeline` observer: puts the bodies the policy allows on the audit event.
+    """Called by the audit stage: puts the bodies the policy allows on the audit event.
 
     Under `none` and `redacted` nothing leaves here unredacted, whichever stage refused the
     request: the `user` column, a `model` that is not a configured one and a template name
@@ -111,20 +112,19 @@ class BodyRecorder:
         self.default_mode = default_mode
         self.models = frozenset(models)
 
-    def mode(self, state: Any) -> str:
-        policy = state.extra.get("policy")
-        rules = getattr(policy, "audit", None)
+    def mode(self, ctx: Any) -> str:
+        rules = getattr(ctx.policy, "audit", None)
         return getattr(rules, "bodies", None) or self.default_mode
 
-    def __call__(self, state: Any) -> None:
-        event = state.event
-        mode = self.mode(state)
+    def __call__(self, ctx: Any) -> None:
+        event = ctx.event.fields
+        mode = self.mode(ctx)
         if mode == "full":
-            self._full(state)
+            self._full(ctx)
             return
         preset = event.pop("request_body", None), event.pop("response_body", None)
         try:
-            self._redacted(state, mode, preset)
+            self._redacted(ctx, mode, preset)
         except Exception:  # fail closed: what could not be redacted is not kept
             event.pop("request_body", None)
             event.pop("response_body", None)
@@ -135,9 +135,9 @@ class BodyRecorder:
                 event["template_name"] = None
             raise
 
-    def _redacted(self, state: Any, mode: str, preset: tuple[Any, Any]) -> None:
-        event = state.event
-        view = stored_view(state)
+    def _redacted(self, ctx: Any, mode: str, preset: tuple[Any, Any]) -> None:
+        event = ctx.event.fields
+        view = stored_view(ctx)
         model = event.get("model_requested")
         unknown_model = isinstance(model, str) and model not in self.models
         if unknown_model:
@@ -150,7 +150,7 @@ class BodyRecorder:
             body = view.request() if preset[0] is None else view.value(preset[0])
         user = event.get("user")
         if isinstance(user, str) and user:
-            original = state.body.get("user") if state.body else None
+            original = ctx.body.get("user") if ctx.body else None
             # the body's `user` was redacted with it: no second scan
             event["user"] = body["user"] if user == original and isinstance(body, dict) and \
                 isinstance(body.get("user"), str) else view.text(user)
@@ -165,17 +165,15 @@ class BodyRecorder:
             event["response_body"] = answer
 
     @staticmethod
-    def _full(state: Any) -> None:
+    def _full(ctx: Any) -> None:
         """The operator's explicit choice: the caller's original request, the answer as
         the client got it."""
-        event = state.event
+        event = ctx.event.fields
         if event.get("request_body") is None:
-            body = state.extra.get("original_body", state.body)
+            body = ctx.original_body if ctx.original_body is not None else ctx.body
             if body:
                 event["request_body"] = body
         if event.get("response_body") is None:
-            answer = state.extra.get("response_body")
-            if answer is None:
-                answer = state.extra.get("response_text")
+            answer = answer_of(ctx)
             if answer is not None:
                 event["response_body"] = answer

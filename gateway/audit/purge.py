@@ -24,7 +24,7 @@ from gateway.audit.bodies import body_text
 from gateway.audit.chain import GENESIS, Hasher, row_from_event, to_wire
 from gateway.audit.shipper import store_records
 from gateway.audit.verify import checkpoint_mac
-from gateway.storage.ids import time_ordered_id
+from gateway.ids import time_ordered_id
 from gateway.storage.tables import audit_bodies, audit_checkpoints, audit_events, audit_pii
 from gateway.timeutil import iso, utcnow
 

@@ -22,7 +22,7 @@ def _with_keys(settings: Settings, fn: Any) -> Any:
 def cmd_keys_create(args: argparse.Namespace, settings: Settings) -> int:
     from pydantic import ValidationError
 
-    from gateway.api.admin_schemas import KeyCreate, key_view, to_row
+    from gateway.keys.schemas import KeyCreate, key_view, to_row
 
     fields: dict[str, Any] = {"name": args.name, "role": args.role}
     for name in ("team", "rpm", "tpm", "max_concurrent", "budget_usd", "budget_period",
@@ -55,7 +55,7 @@ def cmd_keys_create(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_keys_list(args: argparse.Namespace, settings: Settings) -> int:
-    from gateway.api.admin_schemas import key_view
+    from gateway.keys.schemas import key_view
 
     rows = _with_keys(settings, lambda keys, teams: keys.list(team=args.team))
     print(orjson.dumps({"data": [key_view(r) for r in rows]}, option=orjson.OPT_INDENT_2)

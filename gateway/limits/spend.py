@@ -20,8 +20,8 @@ from sqlalchemy import and_, case, delete, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.background import cancel_and_wait
+from gateway.ids import time_ordered_id
 from gateway.limits.model import window_name, window_start
-from gateway.storage.ids import time_ordered_id
 from gateway.storage.tables_spend import spend_rollups as t
 from gateway.timeutil import utcnow
 

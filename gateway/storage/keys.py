@@ -10,7 +10,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.context import Principal, TeamRecord
-from gateway.storage.ids import hash_secret, new_id, new_key_secret
+from gateway.ids import hash_secret, new_id, new_key_secret
 from gateway.storage.tables import api_keys, teams
 from gateway.timeutil import utcnow
 

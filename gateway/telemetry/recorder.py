@@ -1,4 +1,4 @@
-"""A `V1Pipeline` observer that turns each finished request into Prometheus samples.
+"""Each finished request as Prometheus samples (called by the telemetry stage).
 
 Labels stay bounded: `model` is the served model, else the requested one only when it is a
 configured model name (an unknown name a client made up is `unknown`); `deployment` is the
@@ -36,10 +36,10 @@ class MetricsRecorder:
             return ""
         return asked if asked in self.models else "unknown"
 
-    def __call__(self, state: Any) -> None:
-        event = state.event
+    def __call__(self, ctx: Any) -> None:
+        event = ctx.event.fields
         m = self.metrics
-        endpoint = str(state.endpoint)
+        endpoint = str(ctx.endpoint)
         model = self._model(event)
         deployment = str(event.get("deployment") or "")
         status = str(event.get("status_code") or 0)

@@ -29,7 +29,6 @@ from urllib.parse import urlsplit
 import orjson
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.audit.bodies import stored_view
 from gateway.providers.base import Endpoint, Provider, ProviderError, Target
@@ -81,7 +80,7 @@ PROVIDER_NAMES: dict[str, str] = {
     "cohere_chat": "cohere", "groq": "groq", "deepseek": "deepseek", "xai": "x_ai",
     "perplexity": "perplexity", "watsonx": "ibm.watsonx.ai"}
 _CONTENT_LIMIT = 16 * 1024
-_TRACED_PATHS = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/embeddings",
+TRACED_PATHS = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/embeddings",
                            "/v1/models"})
 
 
@@ -149,51 +148,20 @@ class Tracing:
         return text if len(text) <= _CONTENT_LIMIT else text[:_CONTENT_LIMIT] + "…"
 
 
-class TracingMiddleware:
-    """Pure ASGI: one SERVER span around each `/v1` request (streams included)."""
-
-    def __init__(self, app: ASGIApp, tracing: Tracing) -> None:
-        self.app = app
-        self.tracing = tracing
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith("/v1/"):
-            await self.app(scope, receive, send)
-            return
-        method, path = scope["method"], scope["path"]
-        name = f"{method} {path}" if path in _TRACED_PATHS else method
-        attributes: dict[str, Any] = {HTTP_REQUEST_METHOD: method, URL_PATH: path}
-        request_id = (scope.get("state") or {}).get("request_id")
-        if request_id:
-            attributes[GATEWAY_REQUEST_ID] = request_id
-        span = self.tracing.tracer.start_span(name, kind=SpanKind.SERVER, attributes=attributes)
-
-        async def send_traced(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                status = int(message["status"])
-                span.set_attribute(HTTP_RESPONSE_STATUS_CODE, status)
-                if status >= 500:
-                    span.set_status(Status(StatusCode.ERROR))
-            await send(message)
-
-        with trace.use_span(span, end_on_exit=True, record_exception=False,
-                            set_status_on_exception=False):
-            await self.app(scope, receive, send_traced)
-
-
 class TraceRecorder:
-    """A `V1Pipeline` observer: the request's outcome as GenAI attributes on its server span."""
+    """The request's outcome as GenAI attributes on its server span (the telemetry stage
+    calls it)."""
 
     def __init__(self, tracing: Tracing) -> None:
         self.tracing = tracing
 
-    def __call__(self, state: Any) -> None:
+    def __call__(self, ctx: Any) -> None:
         span = trace.get_current_span()
         if not span.is_recording():
             return
-        event = state.event
-        attrs: dict[str, Any] = {GEN_AI_OPERATION_NAME: OPERATIONS.get(state.endpoint,
-                                                                       state.endpoint)}
+        event = ctx.event.fields
+        attrs: dict[str, Any] = {GEN_AI_OPERATION_NAME: OPERATIONS.get(ctx.endpoint,
+                                                                       ctx.endpoint)}
         for attr, key in ((GEN_AI_REQUEST_MODEL, "model_requested"),
                           (GEN_AI_RESPONSE_MODEL, "model_served"),
                           (GATEWAY_DEPLOYMENT, "deployment"), (GATEWAY_KEY_ID, "key_id"),
@@ -204,16 +172,16 @@ class TraceRecorder:
             value = event.get(key)
             if value is not None and value != "":
                 attrs[attr] = value
-        if state.target is not None:
+        if ctx.target is not None:
             attrs[GEN_AI_PROVIDER_NAME] = attrs[GEN_AI_SYSTEM] = provider_name(
-                state.target.provider)
+                ctx.target.provider)
         attrs[GEN_AI_REQUEST_STREAM] = bool(event.get("stream"))
         attrs[GATEWAY_ATTEMPTS] = int(event.get("attempts") or 0)
         attrs[GATEWAY_FALLBACK_USED] = bool(event.get("fallback_used"))
         attrs[GATEWAY_CANCELLED] = bool(event.get("cancelled"))
         attrs[GATEWAY_PARTIAL] = bool(event.get("partial"))
         if self.tracing.capture_content:  # redacted for every PII kind, like audit bodies
-            view = stored_view(state)
+            view = stored_view(ctx)
             body = view.request() or {}
             prompt = body.get("messages", body.get("prompt", body.get("input")))
             if prompt is not None:

@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from gateway.config import ServerConfig
 from gateway.errors import InvalidRequest, excerpt
-from gateway.pipeline import validate
+from gateway.protocols import validate
 from gateway.templates.errors import TemplateError
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")

@@ -15,7 +15,7 @@ from sqlalchemy import delete, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from gateway.storage.ids import new_id
+from gateway.ids import new_id
 from gateway.storage.tables_templates import template_changes, template_labels, template_versions
 from gateway.timeutil import utcnow
 

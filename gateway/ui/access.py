@@ -30,11 +30,11 @@ from starlette.types import Message
 
 from gateway.api.http import services
 from gateway.context import Principal
+from gateway.core.audit_event import AuditEvent
 from gateway.errors import GatewayError, Unauthorized
-from gateway.pipeline import audit_event
-from gateway.pipeline.body import read_body
 from gateway.ui.sessions import LoginLimiter, Session, SessionStore
 from gateway.ui.web import redirect, refuse, secure
+from gateway.web.body import read_body
 
 log = logging.getLogger("gateway.ui")
 
@@ -199,12 +199,11 @@ def _audit_refused_change(request: Request, status: int, code: str,
     """A form post refused here changed nothing, yet it is a request: one audit event, as
     the API writes for a refused change (an accepted one is audited by the API it calls)."""
     route = request.scope.get("route")
-    event = audit_event.new_event(request.state.request_id,
-                                  f"POST {getattr(route, 'path', request.url.path)}")
+    event = AuditEvent(request.state.request_id,
+                       f"POST {getattr(route, 'path', request.url.path)}")
     if principal is not None:
-        audit_event.set_principal(event, principal)
-    audit_event.finish(event, status, code)
-    services(request).audit.submit(event)
+        event.set_principal(principal)
+    event.submit_to(services(request).audit, status, code)
 
 
 async def _through_the_door(request: Request, handler: Page, roles: frozenset[str]

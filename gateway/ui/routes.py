@@ -30,8 +30,8 @@ from starlette.staticfiles import StaticFiles
 
 from gateway.api import audit as audit_api
 from gateway.api.http import services
+from gateway.core.audit_event import AuditEvent
 from gateway.errors import GatewayError
-from gateway.pipeline import audit_event
 from gateway.templates.spec import to_yaml
 from gateway.ui.access import (
     COOKIE,
@@ -84,7 +84,7 @@ async def login_form(request: Request) -> Response:
 
 async def login(request: Request) -> Response:
     svc = services(request)
-    event = audit_event.new_event(request.state.request_id, "POST /ui/login")
+    event = AuditEvent(request.state.request_id, "POST /ui/login")
     ip = _client_ip(request)
     status, code, message = 303, None, None
     response: Response | None = None
@@ -115,11 +115,11 @@ async def login(request: Request) -> Response:
             status, code = exc.status_code, exc.code
             known = getattr(exc, "principal", None)
             if known is not None:
-                audit_event.set_principal(event, known)
+                event.set_principal(known)
             response = render(request, "login.html", status=status, login_csrf=token,
                               error="That key was not accepted.")
             return response
-        audit_event.set_principal(event, principal)
+        event.set_principal(principal)
         if principal.role not in UI_ROLES:
             login_limiter.failed(ip)
             status, code = 403, "endpoint_not_allowed"
@@ -135,8 +135,7 @@ async def login(request: Request) -> Response:
                                samesite="strict", secure=secure(request))
         return response
     finally:
-        audit_event.finish(event, status, code)
-        svc.audit.submit(event)
+        event.submit_to(svc.audit, status, code)
 
 
 async def logout(request: Request) -> Response:

@@ -10,29 +10,25 @@ output from the price map (else `DEFAULT_MAX_OUTPUT_TOKENS`); for tpm it is cut 
 tightest tpm leaves after the prompt, since a client that asked for no cap cannot be
 refused for one it did not ask for.
 
-After the request (a finisher: exactly once, also for failed, cancelled and partial streams):
-the cost of the usage the provider reported (or the pipeline estimated from the streamed
-text), the settlement of the reservation to it, and the spend rollup.
+After the request (in `finally`: exactly once, also for failed, cancelled and partial
+streams): the reservation settled to the usage and cost the cost stage put on the request
+(provider-reported, or estimated from the streamed text), and the spend rollup.
 """
 
 from __future__ import annotations
 
-import logging
 import math
-from typing import Any
 
-from gateway.errors import Forbidden, InvalidRequest, QuotaExceeded, RateLimited
+from gateway.core.request import Reply, RequestContext
+from gateway.core.stages import Handler
+from gateway.errors import Forbidden, InvalidRequest, QuotaExceeded, RateLimited, excerpt
 from gateway.limits import estimate
 from gateway.limits.limiter import Limiter
 from gateway.limits.model import Decision, Reservation
-from gateway.pipeline.state import RequestState
 from gateway.timeutil import utcnow
-
-log = logging.getLogger("gateway.limits")
 
 _SCOPE_NAMES = {"key": "this key", "team": "this key's team", "user": "this end user",
                 "key_model": "this model for this key", None: "the gateway"}
-_PROMPT_PARAM = {"chat": "messages", "completions": "prompt", "embeddings": "input"}
 
 
 def _duration(seconds: float) -> str:
@@ -91,22 +87,28 @@ class Limits:
     def __init__(self, limiter: Limiter) -> None:
         self.limiter = limiter
         self.prices = limiter.prices
-        self._warned: set[tuple[str, str]] = set()
 
-    async def before(self, state: RequestState) -> None:
-        principal, model, body = state.principal, state.model, state.body
+    async def __call__(self, ctx: RequestContext, call_next: Handler) -> Reply:
+        reservation = await self.reserve(ctx)
+        try:
+            return await call_next(ctx)
+        finally:
+            self.settle(ctx, reservation)
+
+    async def reserve(self, ctx: RequestContext) -> Reservation | None:
+        principal, model, body = ctx.principal, ctx.model, ctx.body
         assert principal is not None and model is not None
-        policy = state.extra.get("policy")
-        limits = getattr(policy, "limits", None)
+        event = ctx.event.fields
+        limits = getattr(ctx.policy, "limits", None)
         worst = self.prices.worst_case(model)
         if worst.unpriced and self.limiter.unpriced_models == "block":
-            state.event["cost_nanos"] = 0
-            raise Forbidden(f"the model {model!r} has no price ({worst.unpriced[0]}) and "
-                            "limits.unpriced_models is block: add `pricing:` for it",
+            event["cost_nanos"] = 0
+            raise Forbidden(f"the model {excerpt(model)} has no price ({worst.unpriced[0]}) "
+                            "and limits.unpriced_models is block: add `pricing:` for it",
                             param="model", code="model_unpriced")
         max_output = getattr(limits, "max_output_tokens", None)
         field, asked = estimate.requested_output(body)
-        if state.endpoint != "embeddings" and max_output is not None:
+        if ctx.endpoint != "embeddings" and max_output is not None:
             if asked is not None and asked > max_output:
                 raise InvalidRequest(f"{field!r} is {asked}, over this key's limit of "
                                      f"{max_output} output tokens per request", param=field,
@@ -114,80 +116,52 @@ class Limits:
             if asked is None:
                 body["max_tokens"] = asked = max_output
         scopes = self.limiter.scopes(principal, limits, model, body.get("user"))
-        now = utcnow()
-        budgets = self.limiter.budgets(principal, getattr(policy, "budget", None), now)
+        budgets = self.limiter.budgets(principal, getattr(ctx.policy, "budget", None),
+                                       utcnow())
         max_input = getattr(limits, "max_input_tokens", None)
         counted = budgets or max_input is not None or any(s.tpm is not None for s in scopes)
         prompt = out = 0
         if counted:
-            prompt = await estimate.prompt_tokens(state.endpoint, body, model)
-            state.extra["prompt_tokens_estimate"] = prompt
+            prompt = await estimate.prompt_tokens_of(ctx)
             if max_input is not None and prompt > max_input:
                 raise InvalidRequest(f"the prompt has {prompt} tokens, over this key's limit of "
                                      f"{max_input} input tokens per request",
-                                     param=_PROMPT_PARAM[state.endpoint],
+                                     param=ctx.protocol.prompt_field,
                                      code="context_length_exceeded")
-            if state.endpoint != "embeddings":
+            if ctx.endpoint != "embeddings":
                 cap = asked if asked is not None else (
                     worst.max_output_tokens or estimate.DEFAULT_MAX_OUTPUT_TOKENS)
                 out = cap * estimate.choices(body)
-        reservation: Reservation | None = None
-        if scopes or budgets:
-            tokens = prompt + out
-            tpms = [s.tpm for s in scopes if s.tpm is not None]
-            if asked is None and tpms:
-                tokens = prompt + max(0, min(out, min(tpms) - prompt))
-            reservation = Reservation(state.event["id"], scopes, budgets, tokens,
-                                      worst.cost_nanos(worst.reserve_input(prompt), out))
-            decision = await self.limiter.reserve(reservation)
-            headers = ratelimit_headers(decision)
-            if headers:
-                state.headers.update(headers)
-            if not decision.allowed:
-                state.event["cost_nanos"] = 0
-                if self.limiter.metrics is not None:
-                    self.limiter.metrics.limiter_rejections.labels(
-                        decision.scope or "store", decision.reason or "unknown").inc()
-                raise _refusal(decision, reservation)
-        state.finishers.append(lambda s: self.finish(s, reservation))
+        if not (scopes or budgets):
+            return None
+        tokens = prompt + out
+        tpms = [s.tpm for s in scopes if s.tpm is not None]
+        if asked is None and tpms:
+            tokens = prompt + max(0, min(out, min(tpms) - prompt))
+        reservation = Reservation(ctx.event.id, scopes, budgets, tokens,
+                                  worst.cost_nanos(worst.reserve_input(prompt), out))
+        decision = await self.limiter.reserve(reservation)
+        headers = ratelimit_headers(decision)
+        if headers:
+            ctx.response_headers.update(headers)
+        if not decision.allowed:
+            event["cost_nanos"] = 0
+            if self.limiter.metrics is not None:
+                self.limiter.metrics.limiter_rejections.labels(
+                    decision.scope or "store", decision.reason or "unknown").inc()
+            raise _refusal(decision, reservation)
+        return reservation
 
-    def finish(self, state: RequestState, reservation: Reservation | None) -> None:
-        usage = state.usage if isinstance(state.usage, dict) else None
-        inp = out = total = 0
-        cost: int | None = 0
-        target = state.target
-        if usage is not None:
-            inp = _count(usage.get("prompt_tokens"))
-            out = _count(usage.get("completion_tokens"))
-            total = _count(usage.get("total_tokens")) or inp + out
-            if target is not None:
-                cost = self.prices.cost(target.model, target.litellm_model, usage)
-                if cost is None:
-                    cost = self._unpriced(target.model, target.litellm_model)
-        state.cost_nanos = cost
-        state.event["cost_nanos"] = cost
+    def settle(self, ctx: RequestContext, reservation: Reservation | None) -> None:
+        """The reservation to what the request used, and the spend rollup."""
+        usage = ctx.usage
+        cost = ctx.cost_nanos or 0
         if reservation is not None:
-            self.limiter.settle(reservation, total, cost or 0)
-        principal = state.principal
-        event = state.event
+            self.limiter.settle(reservation, usage.total_tokens if usage else 0, cost)
+        principal = ctx.principal
+        event = ctx.event.fields
         self.limiter.spend.record(
             event.get("received_at") or utcnow(), principal.key_id if principal else None,
-            principal.team if principal else None, event.get("model_served") or state.model,
-            event.get("template_name"), inp, out, cost or 0)
-
-    def _unpriced(self, model: str, deployment: str) -> int | None:
-        """No price for what served: `zero` says it is free; otherwise the cost is unknown
-        (None in the audit event, never a silent $0) and counted in a metric."""
-        if self.limiter.unpriced_models == "zero":
-            return 0
-        if self.limiter.metrics is not None:
-            self.limiter.metrics.unpriced.labels(model).inc()
-        if (model, deployment) not in self._warned and len(self._warned) < 10_000:
-            self._warned.add((model, deployment))
-            log.warning("no price for this deployment: its cost is recorded as unknown",
-                        extra={"model": model, "deployment": deployment})
-        return None
-
-
-def _count(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+            principal.team if principal else None, event.get("model_served") or ctx.model,
+            event.get("template_name"), usage.input_tokens if usage else 0,
+            usage.output_tokens if usage else 0, cost)

@@ -19,9 +19,11 @@ from typing import Any
 import orjson
 
 from gateway.config import ServerConfig
+from gateway.core.request import Reply, RequestContext
+from gateway.core.stages import Handler
 from gateway.errors import InvalidRequest, excerpt
-from gateway.pipeline import validate
-from gateway.pipeline.state import RequestState
+from gateway.pipeline.stages.parse import read_stream_flags
+from gateway.protocols import validate
 from gateway.templates.errors import TemplateError
 from gateway.templates.registry import TemplateRegistry
 
@@ -44,14 +46,18 @@ class TemplateStage:
         self.registry = registry
         self.server = server
 
-    async def before(self, state: RequestState) -> None:
-        spec = state.body.get("template")
-        if spec is None:
-            return
-        if state.endpoint not in ("chat", "completions"):
+    async def __call__(self, ctx: RequestContext, call_next: Handler) -> Reply:
+        if ctx.body.get("template") is not None:
+            await self.expand(ctx)
+        return await call_next(ctx)
+
+    async def expand(self, ctx: RequestContext) -> None:
+        spec = ctx.body["template"]
+        if not ctx.protocol.templates:
             raise _bad("template", "templates apply to chat and completions requests only")
         name = spec["name"]  # the body checks made sure of an object with a string name
-        state.event["template_name"] = name[:128]
+        event = ctx.event.fields
+        event["template_name"] = name[:128]
         for key in spec:
             if key not in _FIELDS:
                 raise _bad(f"template.{key}", f"unknown field {excerpt('template.' + key)} "
@@ -66,16 +72,16 @@ class TemplateStage:
         if version is not None and label is not None:
             raise _bad("template.label", "give 'template.version' or 'template.label', "
                        "not both")
-        body = state.body
+        body = ctx.body
         try:
             found = self.registry.resolve(name, version=version, label=label,
                                           user=body.get("user"))
-            state.event["template_version"] = found.version
+            event["template_version"] = found.version
             messages = await self.registry.render(found, spec.get("variables"))
         except TemplateError as exc:
             raise _in_request(exc) from None
         del body["template"]
-        state.extra["template"] = found
+        ctx.template = found
         if body.get("model") is None and found.model:
             body["model"] = found.model
         for key, value in found.params.items():
@@ -86,7 +92,7 @@ class TemplateStage:
         n = body.get("n")
         if isinstance(n, int) and n > self.server.max_n:
             raise _bad("n", f"'n' must be at most {self.server.max_n}")
-        if state.endpoint == "chat":
+        if ctx.endpoint == "chat":
             validate.check_tool_choice(body)  # tools and tool_choice may each come from either
             own = body.get("messages") or []
             if len(messages) + len(own) > self.server.max_messages:
@@ -95,6 +101,7 @@ class TemplateStage:
             body["messages"] = messages + own
         else:
             body["prompt"] = _prompt(messages, body.get("prompt"))
+        read_stream_flags(ctx)  # the template's params may ask for a stream
 
 
 def _prompt(messages: list[dict[str, str]], own: Any) -> str | list[str]:

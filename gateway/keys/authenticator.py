@@ -14,7 +14,7 @@ from collections import OrderedDict
 
 from gateway.context import BOOTSTRAP, Principal
 from gateway.errors import Unauthorized
-from gateway.storage.ids import hash_secret
+from gateway.ids import hash_secret
 from gateway.storage.keys import KeyStore
 from gateway.timeutil import utcnow
 

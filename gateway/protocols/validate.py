@@ -12,7 +12,7 @@ from typing import Any
 
 from gateway.config import ServerConfig
 from gateway.errors import InvalidRequest, excerpt
-from gateway.pipeline.forbidden_keys import forbidden
+from gateway.protocols.forbidden_keys import forbidden
 
 # Standard HTTP headers whose names hold a destination or credential word but which choose
 # nothing upstream: our own key, the host the client called, a reverse proxy's own headers.

@@ -1,8 +1,8 @@
-"""Where the request path meets the audit spool: refuse before the upstream, hold the answer.
+"""Where HTTP answers meet the audit spool: an answer goes out once its event is durable.
 
-- `AuditGate`, the first pipeline stage after auth: when no audit record can be made durable
-  (spool unwritable or full; with `on_store_error: closed`, the database down) the request is
-  refused with 503 `audit_unavailable` before anything is sent upstream.
+(The pipeline stage that refuses a request before the upstream when no audit record can be
+made is `gateway.pipeline.stages.audit_gate`.)
+
 - `AuditDurabilityMiddleware` (pure ASGI): the events a request submits are awaited before
   its answer goes out: a non-stream response's start is held until its event is on disk (a
   few milliseconds: one group commit); a stream's last message likewise. If an event could
@@ -27,18 +27,6 @@ log = logging.getLogger("gateway.audit")
 
 _READS = frozenset({"GET", "HEAD", "OPTIONS"})
 _TICKET_TIMEOUT_S = 30.0
-
-
-class AuditGate:
-    """Pipeline stage: 503 `audit_unavailable` when the request could not be audited."""
-
-    def __init__(self, writer: Any) -> None:
-        self.writer = writer
-
-    async def before(self, state: Any) -> None:
-        reason = self.writer.unavailable()
-        if reason is not None:
-            raise AuditUnavailable(reason)
 
 
 async def _durable(tickets: list[asyncio.Future[bool]], writer: Any) -> bool:

@@ -1,0 +1,1 @@
+"""Virtual keys: who is calling (the authenticator) and the shapes keys and teams take."""

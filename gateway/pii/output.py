@@ -1,0 +1,128 @@
+"""PII on the way back: output rules and `restore` over a whole answer or a stream, and the
+inverse (`conceal`) for what is stored after an answer was restored for the caller.
+
+Failures fail closed: an answer that could not be scanned is withheld (503
+`redaction_unavailable`), never passed on unscanned.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from gateway.core.request import ChunkSink
+from gateway.errors import GatewayError, RedactionUnavailable
+from gateway.pii.actions import Redactor
+from gateway.pii.policy import redact_response, restore_response
+from gateway.pii.stream import ChunkFilter
+from gateway.settings import Settings
+
+log = logging.getLogger("gateway.pii")
+
+
+def pii_hash_key(settings: Settings) -> bytes:
+    """The `hash` action's key: its own setting, else derived from another secret."""
+    for secret in (settings.pii_hash_key, settings.audit_hmac_key, settings.admin_key):
+        if secret is not None:
+            return hashlib.sha256(b"gateway-pii-hash:" + secret.get_secret_value().encode()
+                                  ).digest()
+    log.warning("no GATEWAY_PII_HASH_KEY: PII hashes are stable only within this process")
+    return os.urandom(32)
+
+
+def conceal_value(value: Any, redactor: Redactor) -> Any:
+    """This request's original values back to their placeholders, anywhere in `value`."""
+    if isinstance(value, str):
+        return redactor.conceal(value)
+    if isinstance(value, dict):
+        return {k: conceal_value(v, redactor) for k, v in value.items()}
+    if isinstance(value, list):
+        return [conceal_value(v, redactor) for v in value]
+    return value
+
+
+class AnswerFilter:
+    """A whole answer: output rules, then restore."""
+
+    def __init__(self, endpoint: str, rules: Mapping[str, str], restore: bool,
+                 redactor: Redactor) -> None:
+        self.endpoint = endpoint
+        self.rules = dict(rules)
+        self.restore = restore
+        self.redactor = redactor
+
+    def response(self, result: dict[str, Any]) -> dict[str, Any]:
+        try:
+            if self.rules:
+                result, _ = redact_response(result, self.endpoint, self.rules, self.redactor)
+            if self.restore:
+                result = restore_response(result, self.endpoint, self.redactor)
+        except GatewayError:
+            raise
+        except Exception as exc:  # fail closed: never pass unscanned output through
+            log.error("PII output scan failed", extra={"error": type(exc).__name__})
+            raise RedactionUnavailable("PII detection failed; the answer was withheld") \
+                from None
+        return result
+
+
+_QUIET_DELTA_KEYS = frozenset({"content"})
+_QUIET_CHOICE_KEYS = frozenset({"index", "delta", "text", "finish_reason", "logprobs"})
+
+
+def carries_nothing(chunk: dict[str, Any]) -> bool:
+    """A chunk whose every choice holds no text and nothing else (an empty delta)."""
+    if chunk.get("usage"):
+        return False
+    choices = chunk.get("choices")
+    if not choices:
+        return False
+    for choice in choices:
+        if not isinstance(choice, dict) or choice.get("finish_reason") is not None \
+                or choice.get("logprobs") or choice.get("text") \
+                or any(k not in _QUIET_CHOICE_KEYS for k in choice):
+            return False
+        delta = choice.get("delta")
+        if delta is not None and (not isinstance(delta, dict) or delta.get("content")
+                                  or any(k not in _QUIET_DELTA_KEYS for k in delta)):
+            return False
+    return True
+
+
+class PiiChunkSink:
+    """A stream's chunks through the output rules and restore, on their way to `inner`.
+
+    Text that could still become part of a finding is held back; a chunk left with nothing
+    to say is not sent (no empty deltas)."""
+
+    def __init__(self, inner: ChunkSink, endpoint: str, rules: Mapping[str, str],
+                 restore: bool, redactor: Redactor) -> None:
+        self.inner = inner
+        self.filter = ChunkFilter(endpoint, rules, redactor, restore=restore)
+
+    async def send(self, chunk: dict[str, Any]) -> None:
+        out = self._guarded(self.filter.feed, chunk)
+        if not carries_nothing(out):
+            await self.inner.send(out)
+
+    async def close(self, last: dict[str, Any]) -> None:
+        for out in self._guarded(lambda _: self.filter.flush(), None):
+            await self.inner.send(out)
+        await self.inner.close(last)
+
+    async def fail(self, error: Any) -> None:
+        await self.inner.fail(error)
+
+    @staticmethod
+    def _guarded(step: Any, value: Any) -> Any:
+        try:
+            return step(value)
+        except GatewayError:
+            raise
+        except Exception as exc:  # fail closed, as for whole answers
+            log.error("PII output scan failed", extra={"error": type(exc).__name__})
+            raise RedactionUnavailable("PII detection failed; the answer was withheld") \
+                from None

@@ -1,0 +1,54 @@
+"""The model-request chain, composed once at start-up: the same stages for every protocol."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection
+from typing import Any
+
+from gateway.audit.bodies import BodyRecorder
+from gateway.config import LoadedConfig
+from gateway.core.request import RequestContext
+from gateway.core.stages import Handler, Stage, compose
+from gateway.keys.authenticator import Authenticator
+from gateway.limits.limiter import Limiter
+from gateway.pipeline.stages.access import ModelAccess
+from gateway.pipeline.stages.audit import Audit
+from gateway.pipeline.stages.audit_gate import AuditGate
+from gateway.pipeline.stages.authenticate import Authenticate
+from gateway.pipeline.stages.call import CallProvider
+from gateway.pipeline.stages.cost import Cost
+from gateway.pipeline.stages.limits import Limits
+from gateway.pipeline.stages.parse import Parse
+from gateway.pipeline.stages.pii import Pii
+from gateway.pipeline.stages.provider_fields import TranslatedFields
+from gateway.pipeline.stages.telemetry import Telemetry
+from gateway.pipeline.stages.template import TemplateStage
+from gateway.policies.store import PolicyRegistry
+from gateway.routing.router import Router
+from gateway.templates.registry import TemplateRegistry
+
+
+def model_stages(*, config: LoadedConfig, auth: Authenticator, router: Router,
+                 limiter: Limiter, audit_writer: Any, policies: PolicyRegistry,
+                 templates: TemplateRegistry, metrics: Any, pii_hash_key: bytes,
+                 recorders: list[Callable[[RequestContext], None]],
+                 translated: Collection[str]) -> list[Stage]:
+    """Outermost first; see `gateway.pipeline.stages` for what each one does."""
+    return [
+        Telemetry(recorders),
+        Audit(audit_writer, BodyRecorder(config.audit.bodies, router.models())),
+        Authenticate(auth),
+        Parse(config.server),
+        AuditGate(audit_writer),
+        # The template may supply the model: it comes before model access.
+        TemplateStage(templates, config.server),
+        ModelAccess(frozenset(router.slots), policies),
+        TranslatedFields(translated),
+        Limits(limiter),
+        Cost(limiter.prices, limiter.unpriced_models, limiter.metrics),
+        Pii(pii_hash_key, metrics),
+    ]
+
+
+def model_pipeline(stages: list[Stage], router: Router) -> Handler:
+    return compose(stages, CallProvider(router))

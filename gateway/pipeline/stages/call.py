@@ -1,0 +1,175 @@
+"""The terminal handler: route the request, try, retry, fall back (`Router`), and answer.
+
+A whole answer is returned as `Reply.body`. A stream is pushed to the client here, through the
+protocol's encoder wrapped by the stages' stream filters, so every stage's `finally` runs
+after the last chunk: a stream that breaks after its first byte ends with the protocol's
+error event (never a silent cut) and a `Reply` with its `error_code`; a client that leaves
+cancels this task, and the upstream is closed. The answer names the public model that served
+(after a fallback, the fallback's). Without provider usage, a stream's usage is estimated
+(the request's prompt count, the streamed text's tokens), and a client that asked for
+`include_usage` gets that estimate as its usage chunk.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from gateway import tokens
+from gateway.core.iterators import close_later
+from gateway.core.request import ChunkSink, Reply, RequestContext, Usage
+from gateway.errors import GatewayError, UpstreamError, UpstreamTimeout
+from gateway.limits.estimate import prompt_tokens_of
+from gateway.providers.base import ProviderError
+from gateway.routing.router import Attempts, Router
+from gateway.timeutil import utcnow
+
+# Fields that are the gateway's, not the provider's.
+_GATEWAY_FIELDS = frozenset({"template", "stream_options"})
+
+
+def upstream_body(body: dict[str, Any]) -> dict[str, Any]:
+    if _GATEWAY_FIELDS.isdisjoint(body):
+        return body
+    return {k: v for k, v in body.items() if k not in _GATEWAY_FIELDS}
+
+
+class CallProvider:
+    def __init__(self, router: Router) -> None:
+        self.router = router
+
+    async def __call__(self, ctx: RequestContext) -> Reply:
+        if ctx.stream:
+            return await self._stream(ctx)
+        attempts = Attempts()
+        assert ctx.model is not None
+        try:
+            result = await self.router.call(ctx.model, ctx.endpoint, upstream_body(ctx.body),
+                                            attempts)
+        finally:
+            _served(ctx, attempts)
+        result["model"] = attempts.target.model if attempts.target else ctx.model
+        ctx.usage = Usage.from_openai(result.get("usage"))
+        ctx.event.fields["first_byte_at"] = utcnow()
+        return Reply(body=result)
+
+    async def _stream(self, ctx: RequestContext) -> Reply:
+        attempts = Attempts()
+        assert ctx.model is not None
+        try:
+            first, iterator, slot = await self.router.open_stream(
+                ctx.model, ctx.endpoint, upstream_body(ctx.body), attempts)
+        finally:
+            _served(ctx, attempts)
+        sink: ChunkSink = ctx.protocol.stream_encoder(ctx)
+        for wrap in reversed(ctx.stream_filters):
+            sink = wrap(sink)
+        relay = _Relay(ctx, sink, slot.target.model)
+        ok = False
+        try:
+            await relay.run(first, iterator)
+            ok = True
+            return Reply()
+        except (ProviderError, GatewayError) as exc:
+            if not ctx.transport.started:
+                raise _as_gateway_error(exc) from None
+            ctx.event.fields["partial"] = True
+            error = _as_gateway_error(exc)
+            await sink.fail(error)
+            return Reply(error_code=error.code)
+        except BaseException:  # cancelled: the client left
+            ctx.event.fields["cancelled"] = True
+            ctx.event.fields["partial"] = True
+            raise
+        finally:
+            relay.account()
+            self.router.stream_finished(slot, ok or ctx.event.fields["cancelled"])
+            if not ok:
+                close_later(iterator)
+
+
+def _served(ctx: RequestContext, attempts: Attempts) -> None:
+    event = ctx.event.fields
+    event["attempts"] = attempts.count
+    event["fallback_used"] = attempts.fallback_used
+    if attempts.target is not None:
+        ctx.target = attempts.target
+        event["model_served"] = attempts.target.model
+        event["deployment"] = attempts.target.deployment
+
+
+def _as_gateway_error(exc: BaseException) -> GatewayError:
+    if isinstance(exc, GatewayError):
+        return exc
+    assert isinstance(exc, ProviderError)
+    if exc.kind == "timeout":
+        return UpstreamTimeout(f"the upstream failed mid-stream ({exc.message})")
+    return UpstreamError(f"the upstream failed mid-stream ({exc.message})")
+
+
+class _Relay:
+    """One stream, upstream to client: the public model name on every chunk, usage kept."""
+
+    __slots__ = ("ctx", "public", "sink", "usage")
+
+    def __init__(self, ctx: RequestContext, sink: ChunkSink, public: str) -> None:
+        self.ctx = ctx
+        self.sink = sink
+        self.public = public
+        self.usage: Any = None
+
+    async def run(self, first: dict[str, Any], iterator: AsyncIterator[dict[str, Any]]
+                  ) -> None:
+        ctx, sink, public = self.ctx, self.sink, self.public
+        include_usage = ctx.include_usage
+        ctx.event.fields["first_byte_at"] = utcnow()
+        chunk: dict[str, Any] | None = first
+        last = first
+        anext = iterator.__anext__
+        while chunk is not None:
+            last = chunk
+            if chunk.get("usage"):
+                self.usage = chunk["usage"]
+                if not include_usage:
+                    chunk = {k: v for k, v in chunk.items() if k != "usage"}
+            if chunk.get("choices") or (include_usage and chunk.get("usage")):
+                chunk["model"] = public
+                await sink.send(chunk)
+            try:
+                chunk = await anext()
+            except StopAsyncIteration:
+                chunk = None
+        if include_usage and self.usage is None:
+            # The upstream ignored stream_options: the client still gets its usage chunk.
+            await sink.send({**_ids(last), "model": public, "choices": [],
+                             "usage": (await self._estimate()).as_openai()})
+        await sink.close({**last, "model": public})
+
+    async def _estimate(self) -> Usage:
+        ctx = self.ctx
+        prompt = await prompt_tokens_of(ctx)
+        answer = ctx.answer
+        text = "".join(answer) if isinstance(answer, list) else ""
+        out = tokens.count_text(text, self.public)
+        usage = Usage(prompt, out, prompt + out, "estimated")
+        ctx.usage = usage
+        return usage
+
+    def account(self) -> None:
+        """The usage the provider reported, else an estimate (sync: runs when cancelled)."""
+        ctx = self.ctx
+        if self.usage is not None:
+            ctx.usage = Usage.from_openai(self.usage)
+        elif ctx.usage is None:
+            answer = ctx.answer
+            text = "".join(answer) if isinstance(answer, list) else ""
+            prompt = ctx.prompt_tokens
+            if prompt is None:
+                prompt = ctx.protocol.count_prompt(ctx.body, ctx.model or "")
+            out = tokens.count_text(text, self.public)
+            ctx.usage = Usage(prompt, out, prompt + out, "estimated")
+
+
+def _ids(chunk: dict[str, Any]) -> dict[str, Any]:
+    return {k: chunk[k] for k in ("id", "object", "created", "system_fingerprint")
+            if k in chunk}

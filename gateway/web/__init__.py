@@ -1,0 +1,1 @@
+"""Starlette helpers shared by the HTTP surfaces (`api/`, `ui/`): bodies and answers."""
