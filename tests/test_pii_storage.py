@@ -256,18 +256,17 @@ def test_the_shipped_config_keeps_no_email_or_phone_in_clear(tmp_path: Path) -> 
 
 def test_a_redaction_failure_keeps_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
     """In process: the detectors fail while the audit event is finished."""
-    import types
-
     from gateway.audit.bodies import BodyRecorder
     from gateway.pii import body_scan
+    from tests.support.contexts import make_ctx
 
     def boom(*args: object, **kwargs: object) -> None:
         raise RuntimeError("detector crashed")
 
     monkeypatch.setattr(body_scan, "detect", boom)
-    body = _chat("no-such-model")
-    state = types.SimpleNamespace(endpoint="chat", body=body, extra={}, event={
-        "user": EMAIL, "model_requested": "no-such-model", "template_name": EMAIL})
+    ctx = make_ctx("chat", _chat("no-such-model"))
+    ctx.event.fields = {"user": EMAIL, "model_requested": "no-such-model",
+                        "template_name": EMAIL}
     with pytest.raises(Exception, match="detector"):
-        BodyRecorder("redacted", ["echo"])(state)
-    assert state.event == {"user": None, "model_requested": None, "template_name": None}
+        BodyRecorder("redacted", ["echo"])(ctx)
+    assert ctx.event.fields == {"user": None, "model_requested": None, "template_name": None}

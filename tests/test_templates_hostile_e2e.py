@@ -113,11 +113,12 @@ def test_a_hostile_render_is_refused_fast_while_others_are_served(
             assert err.value.body["param"] == "template"  # type: ignore[index]
             assert "messages[0].content" in err.value.body["message"]  # type: ignore[index]
     assert max(times) < 1.0, times
-    # other requests went on: a few ms each, never held for a hostile render's time (on
-    # the event loop these renders took 0.25 to 0.55 s each)
+    # other requests went on, never held for a hostile render's time (on the event loop
+    # these renders took 0.25 to 0.55 s each; a loaded 2-core machine serves a probe in up
+    # to ~0.1 s)
     assert len(prober.latencies) >= 5, prober.latencies
-    assert statistics.median(prober.latencies) < 0.05, sorted(prober.latencies)[-5:]
-    assert max(prober.latencies) < 0.15, sorted(prober.latencies)[-5:]
+    assert statistics.median(prober.latencies) < 0.15, sorted(prober.latencies)[-5:]
+    assert max(prober.latencies) < 0.25, sorted(prober.latencies)[-5:]
 
 
 def test_a_large_legitimate_render_still_succeeds(gw: GatewayProcess) -> None:
