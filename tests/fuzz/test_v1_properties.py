@@ -48,6 +48,17 @@ def _forces_a_missing_tool(body: dict[str, Any]) -> bool:
     return isinstance(choice, dict) and choice["function"]["name"] not in names
 
 
+def _token_arrays(path: str, body: dict[str, Any]) -> str | None:
+    """The field given as token arrays: refused (400) where the policy scans input for PII."""
+    field = {"/v1/completions": "prompt", "/v1/embeddings": "input"}.get(path)
+    value = body.get(field) if field else None
+    if isinstance(value, list) and value and all(
+            isinstance(v, int) or (isinstance(v, list) and all(isinstance(t, int) for t in v))
+            for v in value):
+        return field
+    return None
+
+
 def _check_served(path: str, body: dict[str, Any], answer: dict[str, Any]) -> None:
     if path == "/v1/embeddings":
         assert answer["object"] == "list" and answer["data"], answer
@@ -69,6 +80,10 @@ def test_valid_bodies_are_served(path: str, data: st.DataObject, fuzz_target: Fu
     if _forces_a_missing_tool(body):
         assert r.status_code == 400, r.text
         assert (r.json()["error"]["param"] or "").startswith("tool_choice"), r.text
+        return
+    tokens = _token_arrays(path, body)
+    if tokens is not None:  # the fuzz gateway's default policy has input PII rules
+        assert r.status_code == 400 and r.json()["error"]["param"] == tokens, r.text
         return
     assert r.status_code == 200, r.text
     if not body.get("stream"):
