@@ -131,16 +131,25 @@ class ChunkFilter:
             if field == "text":
                 choice["text"] = (choice.get("text") or "") + rest
                 continue
-            delta = choice.setdefault("delta", {})
+            delta = _member(choice, "delta", dict)
             if field in ("content", "refusal"):
                 delta[field] = (delta.get(field) or "") + rest
                 continue
-            calls = delta.setdefault("tool_calls", [])
+            calls = _member(delta, "tool_calls", list)
             for c in calls:
                 if isinstance(c, dict) and c.get("index") == call:
-                    fn = c.setdefault("function", {})
+                    fn = _member(c, "function", dict)
                     fn["arguments"] = (fn.get("arguments") or "") + rest
                     break
             else:
                 calls.append({"index": call, "function": {"arguments": rest}})
         return added
+
+
+def _member(holder: dict[str, Any], key: str, kind: type) -> Any:
+    """`holder[key]`, made an empty `kind` when absent or null (litellm sends
+    `"tool_calls": null` in a finishing chunk)."""
+    value = holder.get(key)
+    if not isinstance(value, kind):
+        value = holder[key] = kind()
+    return value

@@ -139,3 +139,20 @@ def test_normalisation_maps_back_to_the_original() -> None:
         ["\uff41", "\ufb01", "\ufb01", "\u2026", "\u2026", "\u2026", "z"]
     assert norm.span(1, 3) == (2, 3)
     assert normalize("plain ascii").is_identity
+
+
+def test_a_finishing_chunk_with_null_tool_calls_takes_the_held_arguments() -> None:
+    """litellm's last chunk says `"tool_calls": null`; held argument text lands there."""
+    from gateway.pii.actions import Redactor
+    from gateway.pii.stream import ChunkFilter
+
+    chunks = ChunkFilter("chat", {"email": "redact"}, Redactor())
+    first = chunks.feed({"choices": [{"index": 0, "delta": {"tool_calls": [
+        {"index": 0, "function": {"name": "f", "arguments": '{"to": "bob@exam'}}]}}]})
+    last = chunks.feed({"choices": [{"index": 0, "finish_reason": "tool_calls",
+                                     "delta": {"content": None, "tool_calls": None}}]})
+    sent = "".join(c["function"]["arguments"]
+                   for out in (first, last) for ch in out["choices"]
+                   for c in (ch["delta"].get("tool_calls") or ()))
+    assert sent == '{"to": "bob@exam'  # nothing lost, no TypeError on the null list
+    assert last["choices"][0]["finish_reason"] == "tool_calls"
