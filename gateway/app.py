@@ -29,7 +29,6 @@ from gateway.api import audit as audit_api
 from gateway.api import metrics as metrics_api
 from gateway.api.audit_durability import AuditDurabilityMiddleware
 from gateway.api.middleware import RequestIdMiddleware
-from gateway.api.services import Services
 from gateway.api.tracing_middleware import TracingMiddleware
 from gateway.audit.writer import AuditWriter
 from gateway.config import LoadedConfig, load_config
@@ -47,15 +46,16 @@ from gateway.providers.demo import DemoProvider
 from gateway.providers.litellm_adapter import LiteLLMProvider
 from gateway.providers.openai_compat import OpenAICompatProvider
 from gateway.routing.router import Router
+from gateway.services import Services
 from gateway.settings import Settings
 from gateway.storage.engine import create_engine
 from gateway.storage.keys import KeyStore, TeamStore
+from gateway.storage.templates import TemplateStore
 from gateway.telemetry.metrics import Metrics
 from gateway.telemetry.recorder import MetricsRecorder
 from gateway.telemetry.tracing import TraceRecorder, Tracing
 from gateway.templates.files import prompt_files_for
 from gateway.templates.registry import TemplateRegistry
-from gateway.templates.store import TemplateStore
 from gateway.ui import routes as ui_routes
 from gateway.web.responses import error_response
 

@@ -77,6 +77,11 @@ class InvalidRequest(GatewayError):
     status_code, type, code = 400, "invalid_request_error", "invalid_request"
 
 
+def invalid_value(param: str, message: str, code: str = "invalid_value") -> InvalidRequest:
+    """400 for a bad field: the one helper (`param` names the field, as OpenAI does)."""
+    return InvalidRequest(message, param=param, code=code)
+
+
 class PiiBlocked(InvalidRequest):
     code = "pii_blocked"
 

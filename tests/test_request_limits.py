@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gateway.api.request_head import MAX_HEAD_BYTES, MAX_HEADERS
+from gateway.web.request_head import MAX_HEAD_BYTES, MAX_HEADERS
 from tests.support.gateway_proc import GatewayProcess
 from tests.test_ui_http import csrf_of, sign_in
 

@@ -16,6 +16,7 @@ from sqlalchemy import event, func, select
 
 from gateway.limits.spend import SpendLog
 from gateway.storage.engine import create_engine
+from gateway.storage.spend import SpendRows
 from gateway.storage.tables_spend import spend_rollups
 from tests.support.gateway_proc import GATEWAY_BIN
 from tests.support.postgres import fresh_database
@@ -118,7 +119,7 @@ async def test_a_failed_flush_keeps_the_sums(engine, tmp_path: Path) -> None:
     with pytest.raises(Exception):  # noqa: B017 - no table there
         await log.flush()
     await broken.dispose()
-    log.engine = engine
+    log.rows = SpendRows(engine)
     log.record(NOW, "k", None, "m", None, 1, 1, 5)
     await log.flush()
     assert (await log.query("key"))[0]["cost_nanos"] == 10

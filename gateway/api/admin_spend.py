@@ -17,16 +17,12 @@ from starlette.routing import Route
 from gateway.api.admin_auth import admin_endpoint
 from gateway.api.http import json_response, services
 from gateway.context import Principal
-from gateway.errors import InvalidRequest, excerpt
+from gateway.errors import excerpt, invalid_value
 from gateway.limits.spend import GROUP_BY
 from gateway.pricing import usd
 from gateway.timeutil import parse_iso
 
 _PARAMS = frozenset({"group_by", "since", "until", "team", "key_id", "model"})
-
-
-def _bad(param: str, message: str) -> InvalidRequest:
-    return InvalidRequest(message, param=param, code="invalid_value")
 
 
 def _time(request: Request, name: str) -> datetime | None:
@@ -36,7 +32,7 @@ def _time(request: Request, name: str) -> datetime | None:
     try:
         return parse_iso(value)
     except ValueError as exc:
-        raise _bad(name, f"{excerpt(name)}: {exc}") from None
+        raise invalid_value(name, f"{excerpt(name)}: {exc}") from None
 
 
 @admin_endpoint(roles=frozenset({"admin", "compliance"}))
@@ -44,21 +40,21 @@ async def get_spend(request: Request, principal: Principal) -> Response:
     params = request.query_params
     unknown = sorted(set(params) - _PARAMS)
     if unknown:
-        raise _bad(unknown[0], f"unknown query parameter {excerpt(unknown[0])}; use "
-                   + ", ".join(sorted(_PARAMS)))
+        raise invalid_value(unknown[0], f"unknown query parameter {excerpt(unknown[0])}; use "
+                            + ", ".join(sorted(_PARAMS)))
     for name in _PARAMS:
         if len(params.getlist(name)) > 1:
-            raise _bad(name, f"{excerpt(name)} may be given once")
+            raise invalid_value(name, f"{excerpt(name)} may be given once")
     group_by = params.get("group_by", "key")
     if group_by not in GROUP_BY:
-        raise _bad("group_by", "'group_by' must be one of " + ", ".join(GROUP_BY))
+        raise invalid_value("group_by", "'group_by' must be one of " + ", ".join(GROUP_BY))
     since, until = _time(request, "since"), _time(request, "until")
     if since is not None and until is not None and since > until:
-        raise _bad("since", "'since' is after 'until'")
+        raise invalid_value("since", "'since' is after 'until'")
     team = params.get("team")
     if principal.role == "compliance" and principal.team is not None:
         if team is not None and team != principal.team:
-            raise _bad("team", "a compliance key may read its own team's spend only")
+            raise invalid_value("team", "a compliance key may read its own team's spend only")
         team = principal.team
     svc = services(request)
     spend = svc.limits.spend

@@ -35,10 +35,10 @@ from gateway.api.http import json_response, services
 from gateway.context import Principal
 from gateway.errors import Conflict, InvalidRequest, excerpt
 from gateway.protocols.json_body import parse_object
+from gateway.storage.templates import TemplateExists, TemplateMissing
 from gateway.templates.errors import TemplateError
 from gateway.templates.registry import TemplateRegistry
 from gateway.templates.spec import LABEL, canonical, content_hash, parse_spec, to_yaml
-from gateway.templates.store import TemplateExists, TemplateMissing
 from gateway.templates.versions import TemplateVersion, check_spec
 from gateway.web.body import read_body
 

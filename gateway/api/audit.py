@@ -10,28 +10,15 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway.api.admin_auth import admin_endpoint
-from gateway.api.export_response import export_response
 from gateway.api.http import json_response, services
-from gateway.api.services import Services
 from gateway.audit.chain import hasher_from_settings
-from gateway.audit.query import (
-    export_lines,
-    fetch_one,
-    fetch_page,
-    parse_params,
-    signer_from_settings,
-)
+from gateway.audit.query import fetch_one, fetch_page, parse_params, signer_from_settings
 from gateway.audit.verify import verify_chains
 from gateway.context import Principal
 from gateway.errors import InvalidRequest, NotFound, excerpt
-from gateway.timeutil import utcnow
-
-READERS = frozenset({"admin", "compliance"})
-_EXPORT_TYPES = {"csv": "text/csv; charset=utf-8", "jsonl": "application/x-ndjson"}
-
-
-def _scope(principal: Principal) -> str | None:
-    return principal.team if principal.role == "compliance" else None
+from gateway.services import Services
+from gateway.web.audit_export import READERS, export_answer
+from gateway.web.audit_export import team_scope as _scope
 
 
 @admin_endpoint(roles=READERS)
@@ -56,23 +43,8 @@ async def get_event(request: Request, principal: Principal) -> Response:
 
 @admin_endpoint(roles=READERS)
 async def export_events(request: Request, principal: Principal) -> Response:
-    svc = services(request)
-    items = request.query_params.multi_items()
-    formats = [v for k, v in items if k == "format"]
-    if len(formats) > 1:
-        raise InvalidRequest("'format' given more than once", param="format",
-                             code="invalid_value")
-    fmt = formats[0] if formats else "jsonl"
-    if fmt not in _EXPORT_TYPES:
-        raise InvalidRequest("format must be csv or jsonl", param="format", code="invalid_value")
-    query = parse_params([(k, v) for k, v in items if k != "format"],
-                         signer=signer_from_settings(svc.settings), scope_team=_scope(principal),
-                         max_limit=None, default_limit=None)
-    stamp = utcnow().strftime("%Y%m%dT%H%M%SZ")
-    headers = {"content-disposition": f'attachment; filename="audit-{stamp}.{fmt}"',
-               "cache-control": "no-store"}
-    return await export_response(export_lines(svc.engine, query, fmt), fmt,
-                                 media_type=_EXPORT_TYPES[fmt], headers=headers)
+    return await export_answer(services(request), principal,
+                               request.query_params.multi_items())
 
 
 @admin_endpoint(roles=READERS)

@@ -1,14 +1,6 @@
-"""The services handle of route modules (answers: `gateway.web.responses`)."""
+"""What route modules share: the services handle and the JSON and error answers."""
 
-from __future__ import annotations
-
-from starlette.requests import Request
-
-from gateway.api.services import Services
+from gateway.web.context import services
 from gateway.web.responses import error_response, json_response
 
 __all__ = ["error_response", "json_response", "services"]
-
-
-def services(request: Request) -> Services:
-    return request.app.state.services

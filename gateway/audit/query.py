@@ -29,7 +29,7 @@ from sqlalchemy import Select, and_, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.audit.csv_cells import csv_cell, csv_writer
-from gateway.errors import Forbidden, InvalidRequest, excerpt
+from gateway.errors import Forbidden, excerpt, invalid_value
 from gateway.policies.model import PII_KINDS
 from gateway.storage.tables import audit_bodies, audit_events, audit_pii
 from gateway.timeutil import epoch_ms, iso, parse_iso
@@ -60,10 +60,6 @@ _MAX_TEXT = 256
 _MAX_ID_MS = 16**12 - 1  # the largest 12-hex-digit millisecond (year 10889)
 
 
-def _bad(message: str, param: str, code: str = "invalid_value") -> InvalidRequest:
-    return InvalidRequest(message, param=param, code=code)
-
-
 @dataclass(frozen=True)
 class AuditQuery:
     filters: dict[str, Any] = field(default_factory=dict)
@@ -90,8 +86,8 @@ class CursorSigner:
 
     def read(self, cursor: str, fingerprint: str) -> str:
         """The id in a cursor this gateway made for these filters; InvalidRequest otherwise."""
-        problem = _bad("invalid cursor: pass back next_cursor unchanged, with the same filters",
-                       "cursor")
+        problem = invalid_value("cursor", "invalid cursor: pass back next_cursor unchanged, "
+                                "with the same filters")
         try:
             body, _, sig = cursor.partition(".")
             payload = _unb64(body)
@@ -135,44 +131,44 @@ def parse_params(items: Iterable[tuple[str, str]], *, signer: CursorSigner,
     raw: dict[str, str] = {}
     for name, value in items:
         if name not in FILTERS and name not in PAGING:
-            raise _bad(f"unknown parameter {excerpt(name)}; filters are: {', '.join(FILTERS)}, "
-                       "limit, cursor", name, "unknown_parameter")
+            raise invalid_value(name, f"unknown parameter {excerpt(name)}; filters are: "
+                                f"{', '.join(FILTERS)}, limit, cursor", "unknown_parameter")
         if name in raw:
-            raise _bad(f"{excerpt(name)} given more than once", name)
+            raise invalid_value(name, f"{excerpt(name)} given more than once")
         raw[name] = value
     filters: dict[str, Any] = {}
     for name in TEXT_FILTERS:
         if name in raw:
             value = raw[name]
             if not value or len(value) > _MAX_TEXT:
-                raise _bad(f"{name} must be 1 to {_MAX_TEXT} characters", name)
+                raise invalid_value(name, f"{name} must be 1 to {_MAX_TEXT} characters")
             filters[name] = value
     if "status_code" in raw:
         try:
             status = int(raw["status_code"])
         except ValueError:
-            raise _bad("status_code must be an integer", "status_code") from None
+            raise invalid_value("status_code", "status_code must be an integer") from None
         if not 100 <= status <= 599:
-            raise _bad("status_code must be between 100 and 599", "status_code")
+            raise invalid_value("status_code", "status_code must be between 100 and 599")
         filters["status_code"] = status
     if "stream" in raw:
         flag = raw["stream"].lower()
         if flag not in _TRUE | _FALSE:
-            raise _bad("stream must be true or false", "stream")
+            raise invalid_value("stream", "stream must be true or false")
         filters["stream"] = flag in _TRUE
     if "pii_kind" in raw:
         if raw["pii_kind"] not in PII_KINDS:
-            raise _bad(f"pii_kind must be one of: {', '.join(PII_KINDS)}", "pii_kind")
+            raise invalid_value("pii_kind", f"pii_kind must be one of: {', '.join(PII_KINDS)}")
         filters["pii_kind"] = raw["pii_kind"]
     for name in ("since", "until"):
         if name in raw:
             try:
                 filters[name] = parse_iso(raw[name])
             except ValueError:
-                raise _bad(f"{name} must be an ISO 8601 UTC time such as "
-                           "2026-11-26T10:00:00Z", name) from None
+                raise invalid_value(name, f"{name} must be an ISO 8601 UTC time such as "
+                                    "2026-11-26T10:00:00Z") from None
     if "since" in filters and "until" in filters and filters["since"] > filters["until"]:
-        raise _bad("the time range is backwards: since is after until", "since")
+        raise invalid_value("since", "the time range is backwards: since is after until")
     if scope_team is not None:
         if filters.get("team", scope_team) != scope_team:
             raise Forbidden("this key may only read its own team's events", param="team")
@@ -182,10 +178,10 @@ def parse_params(items: Iterable[tuple[str, str]], *, signer: CursorSigner,
         try:
             limit = int(raw["limit"])
         except ValueError:
-            raise _bad("limit must be an integer", "limit") from None
+            raise invalid_value("limit", "limit must be an integer") from None
         if limit < 1 or (max_limit is not None and limit > max_limit):
-            raise _bad(f"limit must be between 1 and {max_limit}" if max_limit
-                       else "limit must be at least 1", "limit")
+            raise invalid_value("limit", f"limit must be between 1 and {max_limit}" if max_limit
+                                else "limit must be at least 1")
     query = AuditQuery(filters=filters, limit=limit)
     if "cursor" in raw:
         after = signer.read(raw["cursor"], query.fingerprint())

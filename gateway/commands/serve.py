@@ -61,9 +61,9 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
     from gateway import logs
-    from gateway.api.request_head import BoundedHttpToolsProtocol
     from gateway.app import create_app
     from gateway.commands.config_files import load_all
+    from gateway.web.request_head import BoundedHttpToolsProtocol
 
     config = load_all(settings)
     logs.configure(settings.log_level)

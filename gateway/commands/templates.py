@@ -20,8 +20,8 @@ from gateway.settings import Settings
 def cmd_templates_sync(args: argparse.Namespace, settings: Settings) -> int:
     from gateway.commands.config_files import load_all, print_problems
     from gateway.config import ConfigError
+    from gateway.storage.templates import TemplateStore
     from gateway.templates.files import load_prompt_files, prompt_files_for, sync_files
-    from gateway.templates.store import TemplateStore
 
     try:
         files = load_prompt_files(Path(args.dir)) if args.dir else prompt_files_for(

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from gateway.config import ServerConfig
-from gateway.errors import InvalidRequest, excerpt
+from gateway.errors import InvalidRequest, excerpt, invalid_value
 from gateway.protocols.forbidden_keys import forbidden
 
 # Standard HTTP headers whose names hold a destination or credential word but which choose
@@ -68,10 +68,6 @@ def scan_body(body: Any, max_depth: int) -> None:
                     stack.append((value, depth + 1, f"{path}[{i}]", checked))
 
 
-def _bad(param: str, message: str) -> InvalidRequest:
-    return InvalidRequest(message, param=param, code="invalid_value")
-
-
 def _missing(param: str) -> InvalidRequest:
     return InvalidRequest(f"missing required parameter: {param!r}", param=param,
                           code="missing_required_parameter")
@@ -96,7 +92,7 @@ def _opt_int(body: Mapping[str, Any], name: str, lo: int, hi: int | None = None)
         return
     if not _is_int(v) or v < lo or (hi is not None and v > hi):
         bound = f"between {lo} and {hi}" if hi is not None else f"at least {lo}"
-        raise _bad(name, f"{name!r} must be an integer {bound}")
+        raise invalid_value(name, f"{name!r} must be an integer {bound}")
 
 
 def _opt_num(body: Mapping[str, Any], name: str, lo: float, hi: float) -> None:
@@ -104,14 +100,14 @@ def _opt_num(body: Mapping[str, Any], name: str, lo: float, hi: float) -> None:
     if v is None:
         return
     if not _is_num(v) or not lo <= v <= hi:
-        raise _bad(name, f"{name!r} must be a number between {lo} and {hi}")
+        raise invalid_value(name, f"{name!r} must be a number between {lo} and {hi}")
 
 
 def _opt_type(body: Mapping[str, Any], name: str, kind: type | tuple[type, ...], what: str
               ) -> None:
     v = body.get(name)
     if v is not None and (not isinstance(v, kind) or (isinstance(v, bool) and kind is not bool)):
-        raise _bad(name, f"{name!r} must be {what}")
+        raise invalid_value(name, f"{name!r} must be {what}")
 
 
 def _common(body: Mapping[str, Any], server: ServerConfig, has_template: bool) -> None:
@@ -120,7 +116,7 @@ def _common(body: Mapping[str, Any], server: ServerConfig, has_template: bool) -
         if not has_template:
             raise _missing("model")
     elif not isinstance(model, str) or not model:
-        raise _bad("model", "'model' must be a non-empty string")
+        raise invalid_value("model", "'model' must be a non-empty string")
     _opt_type(body, "stream", bool, "a boolean")
     _opt_int(body, "n", 1, server.max_n)
     _opt_int(body, "max_tokens", 1, 10_000_000)
@@ -132,18 +128,18 @@ def _common(body: Mapping[str, Any], server: ServerConfig, has_template: bool) -
     _opt_int(body, "seed", -(2**63), 2**63 - 1)
     user = body.get("user")
     if user is not None and (not isinstance(user, str) or len(user) > 256):
-        raise _bad("user", "'user' must be a string of at most 256 characters")
+        raise invalid_value("user", "'user' must be a string of at most 256 characters")
     stop = body.get("stop")
     if stop is not None and not (isinstance(stop, str) or (
             isinstance(stop, list) and len(stop) <= 4 and all(isinstance(s, str) for s in stop))):
-        raise _bad("stop", "'stop' must be a string or a list of up to 4 strings")
+        raise invalid_value("stop", "'stop' must be a string or a list of up to 4 strings")
     options = body.get("stream_options")
     if options is not None:
         if not isinstance(options, dict):
-            raise _bad("stream_options", "'stream_options' must be an object")
+            raise invalid_value("stream_options", "'stream_options' must be an object")
         inc = options.get("include_usage")
         if inc is not None and not isinstance(inc, bool):
-            raise _bad("stream_options.include_usage", "'include_usage' must be a boolean")
+            raise invalid_value("stream_options.include_usage", "'include_usage' must be a boolean")
 
 
 def _template(body: Mapping[str, Any]) -> bool:
@@ -151,7 +147,7 @@ def _template(body: Mapping[str, Any]) -> bool:
     if tpl is None:
         return False
     if not isinstance(tpl, dict) or not isinstance(tpl.get("name"), str):
-        raise _bad("template", "'template' must be an object with a 'name'")
+        raise invalid_value("template", "'template' must be an object with a 'name'")
     return True
 
 
@@ -159,16 +155,17 @@ def _content(param: str, content: Any, role: str) -> None:
     if content is None:
         if role in ("assistant", "function"):
             return
-        raise _bad(param, f"{param!r} must not be null for role {role!r}")
+        raise invalid_value(param, f"{param!r} must not be null for role {role!r}")
     if isinstance(content, str):
         return
     if not isinstance(content, list):
-        raise _bad(param, f"{param!r} must be a string or an array of content parts")
+        raise invalid_value(param, f"{param!r} must be a string or an array of content parts")
     for i, part in enumerate(content):
         if not isinstance(part, dict) or not isinstance(part.get("type"), str):
-            raise _bad(f"{param}[{i}]", "each content part must be an object with a 'type'")
+            raise invalid_value(f"{param}[{i}]",
+                                "each content part must be an object with a 'type'")
         if part["type"] == "text" and not isinstance(part.get("text"), str):
-            raise _bad(f"{param}[{i}].text", "a text part needs a string 'text'")
+            raise invalid_value(f"{param}[{i}].text", "a text part needs a string 'text'")
 
 
 def validate_chat(body: dict[str, Any], server: ServerConfig, *, final: bool = True) -> None:
@@ -182,23 +179,23 @@ def validate_chat(body: dict[str, Any], server: ServerConfig, *, final: bool = T
             raise _missing("messages")
         messages = []
     if not isinstance(messages, list):
-        raise _bad("messages", "'messages' must be an array")
+        raise invalid_value("messages", "'messages' must be an array")
     if not messages and not has_template:
-        raise _bad("messages", "'messages' must not be empty")
+        raise invalid_value("messages", "'messages' must not be empty")
     if len(messages) > server.max_messages:
-        raise _bad("messages", f"at most {server.max_messages} messages are allowed")
+        raise invalid_value("messages", f"at most {server.max_messages} messages are allowed")
     for i, message in enumerate(messages):
         where = f"messages[{i}]"
         if not isinstance(message, dict):
-            raise _bad(where, f"{where!r} must be an object")
+            raise invalid_value(where, f"{where!r} must be an object")
         role = message.get("role")
         if not _one_of(role, _ROLES):
-            raise _bad(f"{where}.role", f"'{where}.role' must be one of "
-                       + ", ".join(sorted(_ROLES)))
+            raise invalid_value(f"{where}.role", f"'{where}.role' must be one of "
+                                + ", ".join(sorted(_ROLES)))
         _content(f"{where}.content", message.get("content"), role)
         name = message.get("name")
         if name is not None and not isinstance(name, str):
-            raise _bad(f"{where}.name", f"'{where}.name' must be a string")
+            raise invalid_value(f"{where}.name", f"'{where}.name' must be a string")
     _tools(body)
     if final and not has_template:
         check_tool_choice(body)
@@ -206,8 +203,8 @@ def validate_chat(body: dict[str, Any], server: ServerConfig, *, final: bool = T
     fmt = body.get("response_format")
     if fmt is not None and (not isinstance(fmt, dict)
                             or not _one_of(fmt.get("type"), _RESPONSE_FORMATS)):
-        raise _bad("response_format",
-                   "'response_format.type' must be text, json_object or json_schema")
+        raise invalid_value("response_format",
+                            "'response_format.type' must be text, json_object or json_schema")
 
 
 def _tools(body: Mapping[str, Any]) -> None:
@@ -215,21 +212,21 @@ def _tools(body: Mapping[str, Any]) -> None:
     tools = body.get("tools")
     if tools is not None:
         if not isinstance(tools, list):
-            raise _bad("tools", "'tools' must be an array")
+            raise invalid_value("tools", "'tools' must be an array")
         for i, tool in enumerate(tools):
             fn = tool.get("function") if isinstance(tool, dict) else None
             if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
-                raise _bad(f"tools[{i}]", "each tool needs a 'function' with a 'name'")
+                raise invalid_value(f"tools[{i}]", "each tool needs a 'function' with a 'name'")
             if tool.get("type") != "function":
-                raise _bad(f"tools[{i}].type", f"'tools[{i}].type' must be 'function'")
+                raise invalid_value(f"tools[{i}].type", f"'tools[{i}].type' must be 'function'")
             # litellm's translations crash on other shapes: a 502 that cooled the deployment
             # down for every client
             for name, kind, what in (("parameters", dict, "an object (a JSON Schema)"),
                                      ("description", str, "a string"),
                                      ("strict", bool, "a boolean")):
                 if fn.get(name) is not None and not isinstance(fn[name], kind):
-                    raise _bad(f"tools[{i}].function.{name}",
-                               f"'tools[{i}].function.{name}' must be {what}")
+                    raise invalid_value(f"tools[{i}].function.{name}",
+                                        f"'tools[{i}].function.{name}' must be {what}")
     choice = body.get("tool_choice")
     if choice is None or _one_of(choice, _TOOL_CHOICES):
         return
@@ -237,9 +234,10 @@ def _tools(body: Mapping[str, Any]) -> None:
         fn = choice.get("function")
         if isinstance(fn, dict) and isinstance(fn.get("name"), str):
             return
-        raise _bad("tool_choice.function.name", "'tool_choice.function.name' must be a string")
-    raise _bad("tool_choice", "'tool_choice' must be none, auto, required or "
-               '{"type": "function", "function": {"name": NAME}}')
+        raise invalid_value("tool_choice.function.name",
+                            "'tool_choice.function.name' must be a string")
+    raise invalid_value("tool_choice", "'tool_choice' must be none, auto, required or "
+                        '{"type": "function", "function": {"name": NAME}}')
 
 
 def check_tool_choice(body: Mapping[str, Any]) -> None:
@@ -252,12 +250,13 @@ def check_tool_choice(body: Mapping[str, Any]) -> None:
         return
     tools = body.get("tools") or []
     if not tools:
-        raise _bad("tool_choice", "'tool_choice' forces a tool, but the request has no 'tools'")
+        raise invalid_value("tool_choice",
+                            "'tool_choice' forces a tool, but the request has no 'tools'")
     if isinstance(choice, dict):
         name = choice["function"]["name"]
         if not any(tool["function"]["name"] == name for tool in tools):
-            raise _bad("tool_choice.function.name",
-                       f"'tool_choice' names the tool {name[:64]!r}, which is not in 'tools'")
+            raise invalid_value("tool_choice.function.name", f"'tool_choice' names the tool "
+                                f"{name[:64]!r}, which is not in 'tools'")
 
 
 def _tokens_or_text(param: str, value: Any) -> None:
@@ -268,7 +267,7 @@ def _tokens_or_text(param: str, value: Any) -> None:
             return
         if all(isinstance(v, list) and v and all(_is_int(t) for t in v) for v in value):
             return
-    raise _bad(param, f"{param!r} must be a string, an array of strings, or token arrays")
+    raise invalid_value(param, f"{param!r} must be a string, an array of strings, or token arrays")
 
 
 def validate_completion(body: dict[str, Any], server: ServerConfig) -> None:
@@ -288,11 +287,11 @@ def validate_completion(body: dict[str, Any], server: ServerConfig) -> None:
 def validate_embeddings(body: dict[str, Any], server: ServerConfig) -> None:
     _common(body, server, has_template=False)
     if body.get("stream"):
-        raise _bad("stream", "embeddings cannot stream")
+        raise invalid_value("stream", "embeddings cannot stream")
     if "input" not in body:
         raise _missing("input")
     _tokens_or_text("input", body["input"])
     fmt = body.get("encoding_format")
     if fmt is not None and not _one_of(fmt, _ENCODINGS):
-        raise _bad("encoding_format", "'encoding_format' must be float or base64")
+        raise invalid_value("encoding_format", "'encoding_format' must be float or base64")
     _opt_int(body, "dimensions", 1, 65536)

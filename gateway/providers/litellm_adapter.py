@@ -10,12 +10,12 @@ and request data.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 from collections.abc import AsyncIterator
 from typing import Any
 
+from gateway.core.iterators import aclose_quietly
 from gateway.providers import litellm_params
 from gateway.providers.base import Endpoint, ProviderError, Target
 from gateway.providers.summary import upstream_failure
@@ -183,7 +183,7 @@ class LiteLLMProvider:
                     raise self._error(exc) from None
                 yield _as_dict(chunk)
         finally:
-            await _close_response(response)
+            await aclose_quietly(response)
 
 
 def _network_failure(exc: BaseException) -> bool:
@@ -208,18 +208,3 @@ def _timeout(target: Target) -> Any:
     except ImportError:  # pragma: no cover - litellm depends on httpx
         return target.timeout_s
     return httpx.Timeout(target.timeout_s, connect=target.connect_timeout_s)
-
-
-async def _close_response(response: Any) -> None:
-    """Close litellm's stream wrapper (and so its HTTP response) when we stop reading early."""
-    if response is None:
-        return
-    for name in ("aclose", "close"):
-        close = getattr(response, name, None)
-        if close is None:
-            continue
-        with contextlib.suppress(Exception):  # closing a broken stream must not mask anything
-            result = close()
-            if asyncio.iscoroutine(result):
-                await result
-        return

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from gateway.config import LoadedConfig
+from gateway.core.iterators import aclose_quietly
 from gateway.errors import (
     GatewayError,
     InvalidRequest,
@@ -149,7 +150,7 @@ class Router:
             except StopAsyncIteration:
                 raise ProviderError("upstream sent an empty stream", kind="protocol") from None
             except BaseException:
-                await _aclose(iterator)
+                await aclose_quietly(iterator)
                 raise
             return first, iterator
 
@@ -353,7 +354,7 @@ class Router:
                                 retry_after_s=exc.retry_after_s) from None
         finally:
             slot.stats.in_flight -= 1
-            await _aclose(iterator)
+            await aclose_quietly(iterator)
 
 
 def _translated(target: Target) -> bool:
@@ -371,10 +372,3 @@ def _note_usage(slot: DeploymentSlot, usage: Any) -> None:
                                               + (usage.get("completion_tokens") or 0))
         if isinstance(total, int):
             slot.capacity.note_tokens(total, monotonic())
-
-
-async def _aclose(iterator: AsyncIterator[Any]) -> None:
-    close = getattr(iterator, "aclose", None)
-    if close is not None:
-        with contextlib.suppress(Exception):  # must not mask the real error
-            await close()

@@ -31,6 +31,7 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from gateway.audit.bodies import stored_view
+from gateway.core.iterators import aclose_quietly
 from gateway.providers.base import Endpoint, Provider, ProviderError, Target
 
 log = logging.getLogger("gateway.tracing")
@@ -299,8 +300,5 @@ class TracedProvider:
             _failed(span, exc)
             raise
         finally:
-            close = getattr(inner, "aclose", None)
-            if close is not None:
-                with contextlib.suppress(Exception):
-                    await close()
+            await aclose_quietly(inner)
             span.end()

@@ -20,7 +20,7 @@ from gateway.templates.spec import canonical, content_hash, spec_problems
 from gateway.templates.versions import check_spec
 
 if TYPE_CHECKING:  # the SQL side is not needed to check files (`gateway check-config`)
-    from gateway.templates.store import TemplateStore
+    from gateway.storage.templates import TemplateStore
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,9 +38,9 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from gateway.background import cancel_and_wait
 from gateway.errors import excerpt
+from gateway.storage.templates import TemplateStore
 from gateway.templates.errors import TemplateError, not_found
 from gateway.templates.sandbox import MAX_TEXT, GatewaySandbox, MoveOffLoop, make_environment
-from gateway.templates.store import TemplateStore
 from gateway.templates.versions import TemplateVersion
 from gateway.timeutil import iso
 

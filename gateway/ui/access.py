@@ -28,13 +28,13 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Message
 
-from gateway.api.http import services
 from gateway.context import Principal
 from gateway.core.audit_event import AuditEvent
 from gateway.errors import GatewayError, Unauthorized
 from gateway.ui.sessions import LoginLimiter, Session, SessionStore
 from gateway.ui.web import redirect, refuse, secure
 from gateway.web.body import read_body
+from gateway.web.context import services
 
 log = logging.getLogger("gateway.ui")
 

@@ -28,8 +28,6 @@ from starlette.responses import Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from gateway.api import audit as audit_api
-from gateway.api.http import services
 from gateway.core.audit_event import AuditEvent
 from gateway.errors import GatewayError
 from gateway.templates.spec import to_yaml
@@ -43,7 +41,6 @@ from gateway.ui.access import (
     login_limiter,
     page_routes,
     same,
-    session_key_header,
     sessions,
 )
 from gateway.ui.sessions import SESSION_TTL_S, Session
@@ -58,6 +55,8 @@ from gateway.ui.web import (
     render,
     secure,
 )
+from gateway.web.audit_export import export_answer
+from gateway.web.context import services
 
 AUDIT_FILTERS = ("key_id", "team", "user", "model_requested", "model_served", "deployment",
                  "template_name", "status_code", "error_code", "request_id", "stream",
@@ -579,16 +578,15 @@ async def audit_event_page(request: Request) -> Response:
 
 
 async def audit_export(request: Request) -> Response:
-    """The API's export endpoint itself, called as the signed-in key (its authentication,
-    role check and team scope), streamed as it answers."""
-    session: Session = request.scope["ui_session"]
+    """The API's export answer, for the key the door re-authenticated on this request (its
+    current role, checked against the same readers, and its team scope)."""
     fmt = request.query_params.get("format", "jsonl")
-    qs = urlencode([("format", fmt), *_audit_filters(request)]).encode()
-    headers = [(k, v) for k, v in request.scope["headers"] if k != b"authorization"]
-    headers.append(session_key_header(session))
-    inner = Request({**request.scope, "query_string": qs, "headers": headers},
-                    request.receive)
-    return harden(await audit_api.export_events(inner))
+    try:
+        answer = await export_answer(services(request), request.scope["ui_principal"],
+                                     [("format", fmt), *_audit_filters(request)])
+    except GatewayError as exc:
+        return refuse(request, exc.status_code, exc.message)
+    return harden(answer)
 
 
 async def audit_verify(request: Request) -> Response:

@@ -21,7 +21,7 @@ import orjson
 from gateway.config import ServerConfig
 from gateway.core.request import Reply, RequestContext
 from gateway.core.stages import Handler
-from gateway.errors import InvalidRequest, excerpt
+from gateway.errors import excerpt, invalid_value
 from gateway.pipeline.stages.parse import read_stream_flags
 from gateway.protocols import validate
 from gateway.templates.errors import TemplateError
@@ -29,10 +29,6 @@ from gateway.templates.registry import TemplateRegistry
 
 _FIELDS = frozenset({"name", "version", "label", "variables"})
 _IN_BODY = ("name", "version", "label", "variables")
-
-
-def _bad(param: str, message: str) -> InvalidRequest:
-    return InvalidRequest(message, param=param, code="invalid_value")
 
 
 def _in_request(exc: TemplateError) -> TemplateError:
@@ -54,24 +50,25 @@ class TemplateStage:
     async def expand(self, ctx: RequestContext) -> None:
         spec = ctx.body["template"]
         if not ctx.protocol.templates:
-            raise _bad("template", "templates apply to chat and completions requests only")
+            raise invalid_value("template", "templates apply to chat and completions requests only")
         name = spec["name"]  # the body checks made sure of an object with a string name
         event = ctx.event.fields
         event["template_name"] = name[:128]
         for key in spec:
             if key not in _FIELDS:
-                raise _bad(f"template.{key}", f"unknown field {excerpt('template.' + key)} "
-                           "(use name, version or label, variables)")
+                raise invalid_value(f"template.{key}",
+                                    f"unknown field {excerpt('template.' + key)} "
+                                    "(use name, version or label, variables)")
         version = spec.get("version")
         label = spec.get("label")
         if version is not None and (not isinstance(version, int) or isinstance(version, bool)
                                     or version < 1):
-            raise _bad("template.version", "'template.version' must be a positive integer")
+            raise invalid_value("template.version", "'template.version' must be a positive integer")
         if label is not None and not isinstance(label, str):
-            raise _bad("template.label", "'template.label' must be a string")
+            raise invalid_value("template.label", "'template.label' must be a string")
         if version is not None and label is not None:
-            raise _bad("template.label", "give 'template.version' or 'template.label', "
-                       "not both")
+            raise invalid_value("template.label", "give 'template.version' or 'template.label', "
+                                "not both")
         body = ctx.body
         try:
             found = self.registry.resolve(name, version=version, label=label,
@@ -91,13 +88,14 @@ class TemplateStage:
                     else value
         n = body.get("n")
         if isinstance(n, int) and n > self.server.max_n:
-            raise _bad("n", f"'n' must be at most {self.server.max_n}")
+            raise invalid_value("n", f"'n' must be at most {self.server.max_n}")
         if ctx.endpoint == "chat":
             validate.check_tool_choice(body)  # tools and tool_choice may each come from either
             own = body.get("messages") or []
             if len(messages) + len(own) > self.server.max_messages:
-                raise _bad("messages", f"the template's and the request's messages together "
-                           f"are more than {self.server.max_messages}")
+                raise invalid_value("messages",
+                                    f"the template's and the request's messages together "
+                                    f"are more than {self.server.max_messages}")
             body["messages"] = messages + own
         else:
             body["prompt"] = _prompt(messages, body.get("prompt"))
@@ -112,4 +110,4 @@ def _prompt(messages: list[dict[str, str]], own: Any) -> str | list[str]:
         return f"{text}\n\n{own}" if own else text
     if isinstance(own, list) and all(isinstance(p, str) for p in own):
         return [f"{text}\n\n{p}" if p else text for p in own]
-    raise _bad("prompt", "a template cannot be combined with a token-array prompt")
+    raise invalid_value("prompt", "a template cannot be combined with a token-array prompt")

@@ -1,4 +1,4 @@
-"""What the routes need: built once by the app factory, found at `app.state.services`."""
+"""What the HTTP surfaces need: built once by the app factory, found at `app.state.services`."""
 
 from __future__ import annotations
 
