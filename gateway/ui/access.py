@@ -15,25 +15,20 @@ outside it are the sign-in form, static files and the not-found page.
 
 from __future__ import annotations
 
-import asyncio
-import hmac
 import logging
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
-from urllib.parse import parse_qsl, urlencode
 
-import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-from starlette.types import Message
 
 from gateway.context import Principal
 from gateway.core.audit_event import AuditEvent
 from gateway.errors import GatewayError, Unauthorized
-from gateway.ui.sessions import LoginLimiter, Session, SessionStore
+from gateway.ui.forms import form_of
+from gateway.ui.inprocess import ApiError
+from gateway.ui.sessions import Session, same, sessions
 from gateway.ui.web import redirect, refuse, secure
-from gateway.web.body import read_body
 from gateway.web.context import services
 
 log = logging.getLogger("gateway.ui")
@@ -42,97 +37,8 @@ COOKIE = "gw_ui_session"
 LOGIN_COOKIE = "gw_ui_login"
 UI_ROLES = frozenset({"admin", "compliance"})
 
-sessions = SessionStore()
-login_limiter = LoginLimiter()
 
 Page = Callable[[Request], Awaitable[Response]]
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, payload: Any) -> None:
-        err = payload.get("error") if isinstance(payload, dict) else None
-        self.status = status
-        self.message = (err or {}).get("message") if isinstance(err, dict) else None
-        self.message = self.message or f"request failed ({status})"
-        super().__init__(self.message)
-
-
-def same(given: Any, expected: str | None) -> bool:
-    """Constant-time token check (bytes: `compare_digest` refuses non-ASCII str)."""
-    return isinstance(given, str) and bool(given) and bool(expected) and hmac.compare_digest(
-        given.encode(), (expected or "").encode())
-
-
-async def form_of(request: Request) -> dict[str, str]:
-    """The urlencoded form (no multipart: nothing here uploads files), read within the
-    server's `max_body_bytes` like every other body (413 beyond); cached per request."""
-    cached = request.scope.get("ui_form")
-    if cached is not None:
-        return cached
-    raw = b""
-    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if ctype == "application/x-www-form-urlencoded":
-        try:
-            raw = await read_body(request, services(request).config.server.max_body_bytes)
-        except GatewayError as exc:  # too large, or a Content-Length that is not a number
-            raise ApiError(exc.status_code, exc.to_openai_body()) from None
-    form = dict(parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True))
-    request.scope["ui_form"] = form
-    return form
-
-
-def session_key_header(session: Session) -> tuple[bytes, bytes]:
-    return (b"authorization", f"Bearer {session.key}".encode())
-
-
-async def api(request: Request, method: str, path: str, *, query: Any = None,
-              body: Any = None) -> Any:
-    """Call this app's JSON API as the signed-in key; return the JSON or raise ApiError."""
-    session: Session = request.scope["ui_session"]
-    data = orjson.dumps(body) if body is not None else b""
-    qs = urlencode(query or [], doseq=True)
-    headers = [session_key_header(session),
-               (b"host", request.headers.get("host", "localhost").encode()),
-               (b"x-request-id", str(request.state.request_id).encode())]
-    if body is not None:
-        headers += [(b"content-type", b"application/json"),
-                    (b"content-length", str(len(data)).encode())]
-    scope: dict[str, Any] = {
-        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method,
-        "scheme": request.url.scheme, "path": path, "raw_path": path.encode(),
-        "query_string": qs.encode(), "root_path": "", "headers": headers,
-        "client": request.scope.get("client"), "server": request.scope.get("server"),
-        "state": dict(request.scope.get("state") or {}),
-    }
-    sent = False
-    never = asyncio.Event()
-
-    async def receive() -> Message:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": data, "more_body": False}
-        await never.wait()
-        return {"type": "http.disconnect"}
-
-    status = 500
-    chunks: list[bytes] = []
-
-    async def send(message: Message) -> None:
-        nonlocal status
-        if message["type"] == "http.response.start":
-            status = message["status"]
-        elif message["type"] == "http.response.body":
-            chunks.append(message.get("body", b""))
-
-    await request.app(scope, receive, send)
-    raw = b"".join(chunks)
-    payload = orjson.loads(raw) if raw else None
-    if status == 401:
-        sessions.drop(session.sid)  # the key was revoked or expired: the session ends
-    if status >= 400:
-        raise ApiError(status, payload)
-    return payload
 
 
 # --- the door ----------------------------------------------------------------------------

@@ -8,10 +8,12 @@ a page or a URL after the sign-in form.
 
 from __future__ import annotations
 
+import hmac
 import secrets
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Any
 
 SESSION_TTL_S = 8 * 3600
 LOGIN_WINDOW_S = 300.0
@@ -94,3 +96,14 @@ class LoginLimiter:
         if len(self._failures) > 100_000:
             self._failures.clear()
         self._recent(ip).append(time.monotonic())
+
+
+def same(given: Any, expected: str | None) -> bool:
+    """Constant-time token check (bytes: `compare_digest` refuses non-ASCII str)."""
+    return isinstance(given, str) and bool(given) and bool(expected) and hmac.compare_digest(
+        given.encode(), (expected or "").encode())
+
+
+# One store per process (sessions live in memory: a replica restart signs everyone out).
+sessions = SessionStore()
+login_limiter = LoginLimiter()
