@@ -9,7 +9,7 @@
 #                      gateway; `make test` runs the same tests bounded, ~70 s): 10x the
 #                      examples plus Schemathesis's coverage phase, fixed seed
 #                      (make fuzz FUZZ_SCALE=50 FUZZ_SEED=random for a longer, new search)
-#   make lint          ruff
+#   make lint          ruff, the import layers (import-linter) and mypy; make test runs it first
 #   make bench         bench/run.py (extra args: make bench BENCH_ARGS="...")
 #   make lock          regenerate requirements.lock and requirements-dev.lock with uv
 #                      (pins are kept; to move them: make lock LOCK_ARGS=--upgrade)
@@ -98,7 +98,7 @@ run: install
 	$(VENV)/bin/gateway migrate
 	$(VENV)/bin/gateway serve --banner
 
-test: install-dev
+test: install-dev lint
 	bash scripts/test-services.sh -- $(VPY) -m pytest $(PYTEST_ARGS)
 
 fuzz: install-dev
@@ -108,6 +108,8 @@ fuzz: install-dev
 
 lint: install-dev
 	$(VENV)/bin/ruff check $(LINT_PATHS)
+	$(VENV)/bin/lint-imports --no-cache
+	$(VENV)/bin/mypy
 
 bench: install-dev
 	$(VPY) bench/run.py $(BENCH_ARGS)

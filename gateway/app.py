@@ -8,7 +8,6 @@ import gc
 import logging
 from collections.abc import AsyncIterator
 
-from sqlalchemy import text
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -48,7 +47,7 @@ from gateway.providers.openai_compat import OpenAICompatProvider
 from gateway.routing.router import Router
 from gateway.services import Services
 from gateway.settings import Settings
-from gateway.storage.engine import create_engine
+from gateway.storage.engine import create_engine, ping
 from gateway.storage.keys import KeyStore, TeamStore
 from gateway.storage.templates import TemplateStore
 from gateway.telemetry.metrics import Metrics
@@ -108,8 +107,7 @@ def build_services(settings: Settings, config: LoadedConfig) -> Services:
 
 async def _check_schema(svc: Services) -> None:
     try:
-        async with svc.engine.connect() as conn:
-            await conn.execute(text("SELECT 1 FROM api_keys WHERE 1 = 0"))
+        await ping(svc.engine, schema=True)
     except Exception as exc:  # report and keep serving: /readyz tells the orchestrator
         log.error("database not ready: run `gateway migrate` first",
                   extra={"reason": type(exc).__name__})

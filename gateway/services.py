@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-from sqlalchemy.ext.asyncio import AsyncEngine
+from typing import TYPE_CHECKING
 
 from gateway.audit.writer import AuditWriter
 from gateway.config import LoadedConfig
@@ -18,6 +17,9 @@ from gateway.storage.keys import KeyStore, TeamStore
 from gateway.telemetry.metrics import Metrics
 from gateway.telemetry.tracing import Tracing
 from gateway.templates.registry import TemplateRegistry
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 
 @dataclass

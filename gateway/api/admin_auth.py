@@ -56,10 +56,10 @@ def admin_endpoint(*, roles: frozenset[str] = frozenset({"admin"}), audited: boo
                 return response
             except Exception:
                 log.exception("admin endpoint failed")
-                exc = InternalError("the gateway failed to handle this request")
+                failed = InternalError("the gateway failed to handle this request")
                 if event is not None:
-                    event.submit_to(svc.audit, exc.status_code, exc.code)
-                return error_response(exc)
+                    event.submit_to(svc.audit, failed.status_code, failed.code)
+                return error_response(failed)
             if event is not None:
                 event.submit_to(svc.audit, response.status_code)
             return response

@@ -69,7 +69,8 @@ async def dry_run(request: Request, principal: Principal) -> Response:
     policy = svc.policies.current.policies.get(name)
     if policy is None:
         raise NotFound(f"no policy named {excerpt(name)}", param="policy")
-    rules = dict(policy.pii.input) if policy.pii else {}
+    rules: dict[str, str] = {str(k): str(v) for k, v in policy.pii.input.items()} \
+        if policy.pii else {}
     try:
         found = detect(text)
         redacted = scan(text, {k: v for k, v in rules.items() if v != "block"},

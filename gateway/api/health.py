@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 
-from sqlalchemy import text
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway.api.http import json_response, services
+from gateway.storage.engine import ping
 
 
 async def healthz(request: Request) -> Response:
@@ -21,8 +21,7 @@ async def readyz(request: Request) -> Response:
     checks: dict[str, str] = {"config": "ok"}
     try:
         async with asyncio.timeout(2):
-            async with svc.engine.connect() as conn:
-                await conn.execute(text("SELECT 1"))
+            await ping(svc.engine)
         checks["database"] = "ok"
     except Exception as exc:  # any failure means not ready; the reason is the class name only
         checks["database"] = f"unreachable ({type(exc).__name__})"

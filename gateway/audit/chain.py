@@ -226,7 +226,7 @@ def canonical(row: dict[str, Any], request_body: str | None, response_body: str 
     """The bytes `hash` is computed over: a JSON array of every hashed column in table order
     (times as `YYYY-MM-DDTHH:MM:SS.ffffff`, objects with sorted keys), then the SHA-256 hex
     of the stored request and response bodies (or null)."""
-    values = [row.get(name) for name in HASHED_COLUMNS]
+    values: list[Any] = [row.get(name) for name in HASHED_COLUMNS]
     for i in _TIME_AT:
         if isinstance(values[i], datetime):
             values[i] = _time_text(values[i])

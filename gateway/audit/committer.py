@@ -197,7 +197,7 @@ class Committer:
         row["prev_hash"] = prev
         digest = self.hasher.row_hash(row, request_body, response_body)
         row["hash"] = digest
-        payload = {"e": to_wire(row)}
+        payload: dict[str, Any] = {"e": to_wire(row)}
         if request_body is not None or response_body is not None:
             payload["rb"] = request_body
             payload["sb"] = response_body

@@ -60,7 +60,9 @@ _PG_STATEMENTS: dict[str, tuple[str, tuple[str, ...], frozenset[str]]] = {}
 def split_records(records: list[dict[str, Any]]
                   ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
     """Spool records -> (event rows as spooled, body rows, PII-kind rows)."""
-    events, bodies, kinds = [], [], []
+    events: list[dict[str, Any]] = []
+    bodies: list[dict[str, Any]] = []
+    kinds: list[dict[str, Any]] = []
     for record in records:
         row = record["e"]
         events.append(row)
@@ -101,7 +103,7 @@ async def store_records(engine: AsyncEngine, records: list[dict[str, Any]]) -> N
         events = [from_wire(row) for row in events]
         async with engine.connect() as conn:
             raw = await conn.get_raw_connection()
-            driver = raw.driver_connection
+            driver: Any = raw.driver_connection
             async with driver.transaction():
                 for table, rows in ((audit_events, events), (audit_bodies, bodies),
                                     (audit_pii, kinds)):
@@ -118,6 +120,7 @@ async def store_records(engine: AsyncEngine, records: list[dict[str, Any]]) -> N
     async with engine.begin() as conn:  # commits (or rolls back) the driver's transaction
         raw = await conn.get_raw_connection()
         driver = raw.driver_connection
+        assert driver is not None
         for table, rows in ((audit_events, events), (audit_bodies, bodies),
                             (audit_pii, kinds)):
             if rows:
@@ -195,7 +198,7 @@ class Shipper:
                     await self._wait(self.flush_interval_s)
                 await self._maybe_probe()
             else:
-                if stopping and time.monotonic() >= self._stop_deadline:
+                if self._stop_deadline is not None and time.monotonic() >= self._stop_deadline:
                     log.error("audit database unavailable at shutdown; events stay in the "
                               "spool and are sent at the next start",
                               extra={"pending": self.spool.pending})

@@ -115,7 +115,7 @@ async def _verify_chain(engine: AsyncEngine, hasher: Hasher, replica: str,
         e.c.hash, audit_bodies.c.request_body, audit_bodies.c.response_body]
     source = e.outerjoin(audit_bodies, audit_bodies.c.event_id == e.c.id)
     names = [*HASHED_COLUMNS, "hash", "request_body", "response_body"]
-    state = {"seq": expected_seq, "prev": expected_prev}
+    state: dict[str, Any] = {"seq": expected_seq, "prev": expected_prev}
 
     def check_page(rows: list[dict[str, Any]]) -> bool:
         """Walk one page (in a worker thread: hashing is the slow part); False at a break."""

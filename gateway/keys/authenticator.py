@@ -78,9 +78,12 @@ class Authenticator:
             neg = self._negative.get(digest)
             if neg is not None and neg > now:
                 raise Unauthorized("invalid API key")
-            principal = await self._lookup(digest)
-            if principal is None:
+            found = await self._lookup(digest)
+            if found is None:
                 raise Unauthorized("invalid API key")
+            principal = found
+        if principal is None:  # a cached miss is kept in the negative cache, not here
+            raise Unauthorized("invalid API key")
         if principal.revoked:
             raise Unauthorized("this API key has been revoked", principal=principal)
         if principal.expires_at is not None and principal.expires_at <= utcnow():

@@ -48,10 +48,12 @@ def choices(body: Mapping[str, Any]) -> int:
 
 async def prompt_tokens_of(ctx: RequestContext) -> int:
     """The request's one prompt-token count (its protocol's), made once and kept on `ctx`."""
-    if ctx.prompt_tokens is None:
-        body, model = ctx.body, ctx.model or ""
-        if ctx.protocol.prompt_size(body) > OFFLOAD_CHARS:
-            ctx.prompt_tokens = await asyncio.to_thread(ctx.protocol.count_prompt, body, model)
-        else:
-            ctx.prompt_tokens = ctx.protocol.count_prompt(body, model)
-    return ctx.prompt_tokens
+    if ctx.prompt_tokens is not None:
+        return ctx.prompt_tokens
+    body, model = ctx.body, ctx.model or ""
+    if ctx.protocol.prompt_size(body) > OFFLOAD_CHARS:
+        count: int = await asyncio.to_thread(ctx.protocol.count_prompt, body, model)
+    else:
+        count = ctx.protocol.count_prompt(body, model)
+    ctx.prompt_tokens = count
+    return count

@@ -13,9 +13,7 @@ import asyncio
 import contextlib
 import logging
 from datetime import datetime
-from typing import Any
-
-from sqlalchemy.ext.asyncio import AsyncEngine
+from typing import TYPE_CHECKING, Any
 
 from gateway.background import cancel_and_wait
 from gateway.config import LoadedConfig
@@ -34,6 +32,9 @@ from gateway.limits.spend import SpendLog
 from gateway.limits.store import LEASE_TTL_S, MemoryStore
 from gateway.pricing import NANOS_PER_USD, PriceBook
 from gateway.settings import Settings
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 log = logging.getLogger("gateway.limits")
 

@@ -12,14 +12,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import datetime
-from typing import Any
-
-from sqlalchemy.ext.asyncio import AsyncEngine
+from typing import TYPE_CHECKING, Any
 
 from gateway.background import cancel_and_wait
 from gateway.limits.model import window_name, window_start
 from gateway.storage.spend import GROUP_BY, Group, SpendRows, Sums, hour
 from gateway.timeutil import utcnow
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 log = logging.getLogger("gateway.spend")
 

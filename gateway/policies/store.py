@@ -67,7 +67,7 @@ def load_policy_file(path: Path, shown: str) -> tuple[Policy | None, list[str]]:
 class PolicySet:
     def __init__(self, policies: dict[str, Policy], default_bodies: str = "redacted") -> None:
         self.policies = policies
-        self.default_audit = AuditRules(bodies=default_bodies)
+        self.default_audit = AuditRules.model_validate({"bodies": default_bodies})
         self._by_key: dict[str, list[Policy]] = {}
         self._by_team: dict[str, list[Policy]] = {}
         for policy in policies.values():
@@ -112,7 +112,12 @@ class PolicySet:
         if DEFAULT in self.policies:
             out.append(self.policies[DEFAULT])
         seen: set[str] = set()
-        return [p for p in out if not (p.name in seen or seen.add(p.name))]
+        unique = []
+        for p in out:
+            if p.name not in seen:
+                seen.add(p.name)
+                unique.append(p)
+        return unique
 
     def effective(self, principal: Principal) -> EffectivePolicy:
         team_policy = principal.team_record.policy if principal.team_record else None

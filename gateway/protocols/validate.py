@@ -192,7 +192,7 @@ def validate_chat(body: dict[str, Any], server: ServerConfig, *, final: bool = T
         if not _one_of(role, _ROLES):
             raise invalid_value(f"{where}.role", f"'{where}.role' must be one of "
                                 + ", ".join(sorted(_ROLES)))
-        _content(f"{where}.content", message.get("content"), role)
+        _content(f"{where}.content", message.get("content"), str(role))
         name = message.get("name")
         if name is not None and not isinstance(name, str):
             raise invalid_value(f"{where}.name", f"'{where}.name' must be a string")

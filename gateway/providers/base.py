@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-Endpoint = Literal["chat", "completions", "embeddings"]
+from gateway.core.request import Endpoint
 
 
 @dataclass(frozen=True, slots=True)

@@ -175,7 +175,8 @@ class DemoProvider:
         model = target.upstream_model
         prompts = _prompts(body.get("prompt", ""))
         n = body.get("n") or 1
-        choices, out_tokens, in_tokens = [], 0, 0
+        choices: list[dict[str, Any]] = []
+        out_tokens = in_tokens = 0
         for p in prompts:
             in_tokens += tokens.count_prompt(p, model)
             echo = p[:_ECHO_CHARS] if isinstance(p, str) else ""  # token ids are not echoed

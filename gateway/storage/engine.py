@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -49,3 +49,9 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
         return engine
     return create_async_engine(aurl, pool_size=pool_size, max_overflow=pool_size,
                                pool_pre_ping=True)
+
+
+async def ping(engine: AsyncEngine, *, schema: bool = False) -> None:
+    """Raise unless the database answers (`schema`: and holds the gateway's tables)."""
+    async with engine.connect() as conn:
+        await conn.execute(text("SELECT 1 FROM api_keys WHERE 1 = 0" if schema else "SELECT 1"))

@@ -100,7 +100,7 @@ class KeyStore:
         team = None
         if row["t_id"] is not None:
             team = team_from_row({k[2:]: row[k] for k in row if k.startswith("t_")})
-        return principal_from_row(row, team)
+        return principal_from_row(dict(row), team)
 
 
 class TeamStore:

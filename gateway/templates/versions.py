@@ -6,7 +6,7 @@ versions), and kept for the life of the process: versions never change.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -74,7 +74,7 @@ class TemplateVersion:
         return render(compiled, self.binder().bind(variables), max_chars=max_chars,
                       on_loop=on_loop)
 
-    def view(self, labels: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    def view(self, labels: Iterable[str] | None = None) -> dict[str, Any]:
         """The API shape: the template fields plus version, author, time and source."""
         return {**self.doc, "version": self.version, "author_key_id": self.author_key_id,
                 "created_at": iso(self.created_at), "source": self.source,

@@ -19,8 +19,8 @@ class ApiError(Exception):
     def __init__(self, status: int, payload: Any) -> None:
         err = payload.get("error") if isinstance(payload, dict) else None
         self.status = status
-        self.message = (err or {}).get("message") if isinstance(err, dict) else None
-        self.message = self.message or f"request failed ({status})"
+        message = err.get("message") if isinstance(err, dict) else None
+        self.message: str = str(message) if message else f"request failed ({status})"
         super().__init__(self.message)
 
 

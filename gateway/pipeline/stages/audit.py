@@ -24,7 +24,8 @@ class Audit:
         self.bodies = bodies
 
     async def __call__(self, ctx: RequestContext, call_next: Handler) -> Reply:
-        status, code = InternalError.status_code, InternalError.code
+        status: int = InternalError.status_code
+        code: str | None = InternalError.code
         try:
             reply = await call_next(ctx)
             status, code = reply.status, reply.error_code

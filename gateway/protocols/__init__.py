@@ -1,0 +1,1 @@
+"""Protocol adapters at the edge: each client protocol validated, counted and encoded."""
