@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from gateway.config import load_config
 from gateway.context import Principal, TeamRecord
 from gateway.core.request import Usage
+from gateway.limits.headers import RoomMemory
 from gateway.limits.limiter import Limiter
 from gateway.limits.model import BudgetLimit, Reservation, ScopeLimit
 from gateway.limits.redis_store import RedisStore, connect
@@ -87,7 +88,7 @@ async def bench_stage(n: int, tmp: Path) -> tuple[float, float, float]:
     config = _config(tmp)
     engine = create_async_engine(f"sqlite+aiosqlite:///{tmp}/b.db")
     limiter = Limiter(MemoryStore(), SpendLog(engine), PriceBook.build(config, price_map_path()))
-    stage = Limits(limiter)
+    stage = Limits(limiter, RoomMemory())
     team = TeamRecord(id="t", name="bench", models=None, rpm=BIG, tpm=None, max_concurrent=None,
                       budget_nanos=None, budget_period="month", policy=None)
     principal = Principal(key_id="kbench", key_name="bench", role="app", team="bench",

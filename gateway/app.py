@@ -35,6 +35,7 @@ from gateway.core.audit_event import AuditEvent
 from gateway.core.stages import Handler
 from gateway.errors import GatewayError, InternalError, MethodNotAllowed, NotFound, clip
 from gateway.keys.authenticator import Authenticator
+from gateway.limits.headers import RoomMemory
 from gateway.limits.limiter import Limiter
 from gateway.offline_data import price_map_path, use_offline_tiktoken
 from gateway.pii.output import pii_hash_key
@@ -93,16 +94,17 @@ def build_services(settings: Settings, config: LoadedConfig) -> Services:
     recorders: list = [MetricsRecorder(metrics, router.models())]
     if tracing.enabled:
         recorders.append(TraceRecorder(tracing))
+    rooms = RoomMemory()
     stages = model_stages(config=config, auth=auth, router=router, limiter=limiter,
                           audit_writer=audit, policies=policies, templates=templates,
                           metrics=metrics, pii_hash_key=hash_key, recorders=recorders,
-                          translated=router.translated)
+                          translated=router.translated, rooms=rooms)
     pipeline = model_pipeline(stages, router)
     return Services(settings=settings, config=config, engine=engine, keys=keys,
                     teams=TeamStore(engine), auth=auth, router=router, audit=audit, v1=pipeline,
                     limits=limiter,
                     policies=policies, templates=templates, metrics=metrics, tracing=tracing,
-                    pii_hash_key=hash_key)
+                    pii_hash_key=hash_key, rooms=rooms)
 
 
 async def _check_schema(svc: Services) -> None:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from gateway.audit.writer import AuditWriter
 from gateway.config import LoadedConfig
 from gateway.core.stages import Handler
 from gateway.keys.authenticator import Authenticator
+from gateway.limits.headers import RoomMemory
 from gateway.limits.limiter import Limiter
 from gateway.policies.store import PolicyRegistry
 from gateway.routing.router import Router
@@ -39,3 +40,4 @@ class Services:
     metrics: Metrics
     tracing: Tracing | None = None
     pii_hash_key: bytes = b""
+    rooms: RoomMemory = field(default_factory=RoomMemory)  # x-ratelimit-* without a decision

@@ -18,13 +18,14 @@ from gateway.config import load_config
 from gateway.context import Principal, TeamRecord
 from gateway.core.request import Reply, Usage
 from gateway.limits import estimate
+from gateway.limits.headers import RoomMemory, ratelimit_headers
 from gateway.limits.limiter import Limiter
 from gateway.limits.model import window_name, window_ttl_s
 from gateway.limits.spend import SpendLog
 from gateway.limits.store import MemoryStore
 from gateway.offline_data import price_map_path
 from gateway.pipeline.stages.cost import Cost
-from gateway.pipeline.stages.limits import Limits, ratelimit_headers
+from gateway.pipeline.stages.limits import Limits
 from gateway.policies.model import Budget
 from gateway.policies.model import Limits as PolicyLimits
 from gateway.pricing import Price, PriceBook, usage_cost_nanos
@@ -123,7 +124,7 @@ models:
     engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path}/x.db")
     limiter = Limiter(MemoryStore(), SpendLog(engine), PriceBook.build(cfg, price_map_path()),
                       unpriced_models=mode, metrics=metrics)
-    return Limits(limiter), metrics
+    return Limits(limiter, RoomMemory()), metrics
 
 
 def _served_ctx() -> Any:

@@ -149,7 +149,8 @@ async def list_models(request: Request) -> Response:
     created = int(svc.config.base_dir.stat().st_mtime) if svc.config.base_dir.exists() else 0
     data = [{"id": name, "object": "model", "created": created, "owned_by": "gateway"}
             for name in svc.router.models() if principal.may_use_model(name)]
-    return json_response({"object": "list", "data": data})
+    return json_response({"object": "list", "data": data},
+                         headers=svc.rooms.headers(principal) or None)
 
 
 async def get_model(request: Request) -> Response:
@@ -159,9 +160,12 @@ async def get_model(request: Request) -> Response:
     except GatewayError as exc:
         return error_response(exc)
     name = request.path_params["model"]
+    headers = svc.rooms.headers(principal) or None
     if name not in svc.router.slots or not principal.may_use_model(name):
-        return error_response(ModelNotFound(f"the model {excerpt(name)} does not exist"))
-    return json_response({"id": name, "object": "model", "created": 0, "owned_by": "gateway"})
+        return error_response(ModelNotFound(f"the model {excerpt(name)} does not exist"),
+                              headers)
+    return json_response({"id": name, "object": "model", "created": 0, "owned_by": "gateway"},
+                         headers=headers)
 
 
 async def _served_by_front(request: Request) -> Response:  # pragma: no cover

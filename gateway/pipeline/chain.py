@@ -10,6 +10,7 @@ from gateway.config import LoadedConfig
 from gateway.core.request import RequestContext
 from gateway.core.stages import Handler, Stage, compose
 from gateway.keys.authenticator import Authenticator
+from gateway.limits.headers import RoomMemory
 from gateway.limits.limiter import Limiter
 from gateway.pipeline.stages.access import ModelAccess
 from gateway.pipeline.stages.audit import Audit
@@ -17,7 +18,7 @@ from gateway.pipeline.stages.audit_gate import AuditGate
 from gateway.pipeline.stages.authenticate import Authenticate
 from gateway.pipeline.stages.call import CallProvider
 from gateway.pipeline.stages.cost import Cost
-from gateway.pipeline.stages.limits import Limits
+from gateway.pipeline.stages.limits import LimitHeaders, Limits
 from gateway.pipeline.stages.parse import Parse
 from gateway.pipeline.stages.pii import Pii
 from gateway.pipeline.stages.provider_fields import TranslatedFields
@@ -32,19 +33,20 @@ def model_stages(*, config: LoadedConfig, auth: Authenticator, router: Router,
                  limiter: Limiter, audit_writer: Any, policies: PolicyRegistry,
                  templates: TemplateRegistry, metrics: Any, pii_hash_key: bytes,
                  recorders: list[Callable[[RequestContext], None]],
-                 translated: Collection[str]) -> list[Stage]:
+                 translated: Collection[str], rooms: RoomMemory) -> list[Stage]:
     """Outermost first; see `gateway.pipeline.stages` for what each one does."""
     return [
         Telemetry(recorders),
         Audit(audit_writer, BodyRecorder(config.audit.bodies, router.models())),
         Authenticate(auth),
+        LimitHeaders(rooms),
         Parse(config.server),
         AuditGate(audit_writer),
         # The template may supply the model: it comes before model access.
         TemplateStage(templates, config.server),
         ModelAccess(frozenset(router.slots), policies),
         TranslatedFields(translated),
-        Limits(limiter),
+        Limits(limiter, rooms),
         Cost(limiter.prices, limiter.unpriced_models, limiter.metrics),
         Pii(pii_hash_key, metrics),
     ]

@@ -14,6 +14,8 @@ Faults (request header ``x-fake-fault``, else the server's default fault), comma
 * ``drop-after:N`` -- streams: send N SSE events then abort the TCP connection;
   non-streams: abort the connection without any response.
 * ``chunk-delay:MS`` -- sleep between SSE events.
+* ``no-usage`` -- streams: ignore ``stream_options.include_usage`` (send no usage chunk), as
+  some OpenAI-compatible servers do.
 * ``none`` (or empty) -- no fault; as a header it overrides the server's default fault.
 
 Control endpoints (never faulted, never recorded): ``GET/DELETE /_fake/requests``,
@@ -81,6 +83,7 @@ class Fault:
     stall: bool = False
     drop_after: int | None = None
     chunk_delay_ms: int = 0
+    no_usage: bool = False
 
     @property
     def active(self) -> bool:
@@ -90,6 +93,7 @@ class Fault:
             or self.stall
             or self.drop_after is not None
             or self.chunk_delay_ms
+            or self.no_usage
         )
 
 
@@ -135,6 +139,8 @@ def parse_fault(spec: str | None) -> Fault:
             fields["delay_ms"] = _nonneg_int(arg, part)
         elif kind == "stall":
             fields["stall"] = True
+        elif kind == "no-usage":
+            fields["no_usage"] = True
         elif kind == "drop-after":
             fields["drop_after"] = _nonneg_int(arg, part)
         elif kind == "chunk-delay":
@@ -672,7 +678,7 @@ class FakeUpstream:
                 events.append(chunk([ch(i, {"content": word}) for i in range(n)]))
         events.append(chunk([ch(i, {}, finish) for i in range(n)]))
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-        if include_usage:
+        if include_usage and not fault.no_usage:
             events.append(chunk([], usage=usage))
         events.append(b"data: [DONE]\n\n")
         return await self._stream(request, fault, events)
@@ -746,7 +752,7 @@ class FakeUpstream:
                 ]
             )
         )
-        if (body.get("stream_options") or {}).get("include_usage"):
+        if (body.get("stream_options") or {}).get("include_usage") and not fault.no_usage:
             events.append(chunk([], usage=usage))
         events.append(b"data: [DONE]\n\n")
         return await self._stream(request, fault, events)

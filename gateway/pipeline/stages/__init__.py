@@ -3,6 +3,7 @@
     telemetry       metrics and trace attributes of the outcome
     audit           the one audit event: closed and submitted in `finally`, bodies redacted
     authenticate    the key (401/403 before anything is read)
+    limit_headers   x-ratelimit-* on answers refused before the limits stage decided
     parse           the body: size, JSON, routing fields, the protocol's own checks
     audit_gate      503 `audit_unavailable` when no audit record could be made durable
     template        `template` in a body -> messages / prompt, params and model

@@ -21,39 +21,22 @@ import math
 
 from gateway.core.request import Reply, RequestContext
 from gateway.core.stages import Handler
-from gateway.errors import Forbidden, InvalidRequest, QuotaExceeded, RateLimited, excerpt
+from gateway.errors import (
+    Forbidden,
+    GatewayError,
+    InvalidRequest,
+    QuotaExceeded,
+    RateLimited,
+    excerpt,
+)
 from gateway.limits import estimate
+from gateway.limits.headers import RoomMemory, ratelimit_headers
 from gateway.limits.limiter import Limiter
 from gateway.limits.model import Decision, Reservation
 from gateway.timeutil import utcnow
 
 _SCOPE_NAMES = {"key": "this key", "team": "this key's team", "user": "this end user",
                 "key_model": "this model for this key", None: "the gateway"}
-
-
-def _duration(seconds: float) -> str:
-    """OpenAI's reset format: `1s`, `12.5s`, `1m0s`."""
-    seconds = max(0.0, seconds)
-    if seconds >= 60:
-        minutes, rest = divmod(seconds, 60)
-        return f"{int(minutes)}m{rest:.0f}s"
-    text = f"{seconds:.3f}".rstrip("0").rstrip(".")
-    return f"{text}s"
-
-
-def ratelimit_headers(decision: Decision) -> dict[str, str]:
-    headers: dict[str, str] = {}
-    if decision.requests is not None:
-        room = decision.requests
-        headers["x-ratelimit-limit-requests"] = str(room.limit)
-        headers["x-ratelimit-remaining-requests"] = str(max(0, room.remaining))
-        headers["x-ratelimit-reset-requests"] = _duration(room.reset_s)
-    if decision.tokens is not None:
-        room = decision.tokens
-        headers["x-ratelimit-limit-tokens"] = str(room.limit)
-        headers["x-ratelimit-remaining-tokens"] = str(max(0, room.remaining))
-        headers["x-ratelimit-reset-tokens"] = _duration(room.reset_s)
-    return headers
 
 
 def _refusal(d: Decision, r: Reservation) -> Exception:
@@ -81,12 +64,31 @@ def _refusal(d: Decision, r: Reservation) -> Exception:
     return RateLimited(f"{message}; retry after {retry}s", headers={"retry-after": str(retry)})
 
 
+class LimitHeaders:
+    """`x-ratelimit-*` on answers the limits stage did not decide (refused before it), for
+    a key with a limit in any scope."""
+
+    def __init__(self, rooms: RoomMemory) -> None:
+        self.rooms = rooms
+
+    async def __call__(self, ctx: RequestContext, call_next: Handler) -> Reply:
+        try:
+            return await call_next(ctx)
+        except GatewayError:
+            if ctx.principal is not None and "x-ratelimit-limit-requests" not in \
+                    ctx.response_headers and "x-ratelimit-limit-tokens" not in \
+                    ctx.response_headers:
+                ctx.response_headers.update(self.rooms.headers(ctx.principal))
+            raise
+
+
 class Limits:
     """The pipeline stage (after `ModelAccess`: the model and the key's policy are known)."""
 
-    def __init__(self, limiter: Limiter) -> None:
+    def __init__(self, limiter: Limiter, rooms: RoomMemory) -> None:
         self.limiter = limiter
         self.prices = limiter.prices
+        self.rooms = rooms
 
     async def __call__(self, ctx: RequestContext, call_next: Handler) -> Reply:
         reservation = await self.reserve(ctx)
@@ -144,6 +146,7 @@ class Limits:
         headers = ratelimit_headers(decision)
         if headers:
             ctx.response_headers.update(headers)
+            self.rooms.remember(principal.key_id, decision)
         if not decision.allowed:
             event["cost_nanos"] = 0
             if self.limiter.metrics is not None:
