@@ -42,6 +42,7 @@ from gateway.pii.output import pii_hash_key
 from gateway.pipeline.chain import model_pipeline, model_stages
 from gateway.policies.store import policies_for
 from gateway.pricing import PriceBook
+from gateway.providers.bridge import Bridge, Translator
 from gateway.providers.demo import DemoProvider
 from gateway.providers.litellm_adapter import LiteLLMProvider
 from gateway.providers.openai_compat import OpenAICompatProvider
@@ -73,6 +74,9 @@ def build_services(settings: Settings, config: LoadedConfig) -> Services:
     # Wrapped so each provider attempt is a trace span (a no-op when tracing is off).
     providers = tracing.wrap_providers({"demo": DemoProvider(), "direct": OpenAICompatProvider(),
                                         "litellm": LiteLLMProvider()})
+    # Other client protocols, by translation where a deployment does not speak them.
+    translators: dict[str, Translator] = {}
+    providers = {name: Bridge(p, translators) for name, p in providers.items()}
     router = Router(config, providers, metrics=metrics,
                     price_map=price_map_path(settings.litellm_data_dir))
     prices = PriceBook.build(config, price_map_path(settings.litellm_data_dir))

@@ -15,7 +15,7 @@ import orjson
 
 from gateway import tokens
 from gateway.config import ServerConfig
-from gateway.core.request import RequestContext
+from gateway.core.request import RequestContext, Usage
 from gateway.errors import GatewayError
 from gateway.protocols import validate
 
@@ -37,6 +37,14 @@ class OpenAIProtocol:
         self.templates = templates
         self._validate = validator
 
+    # The caller's key: `Authorization: Bearer <virtual key>`.
+    credential_headers: frozenset[str] = frozenset()
+
+    @staticmethod
+    def authorization(headers: Mapping[str, str]) -> str | None:
+        """The `Authorization` value to authenticate (a protocol may take another header)."""
+        return headers.get("authorization")
+
     def validate(self, body: dict[str, Any], server: ServerConfig) -> None:
         """400 naming the field for a body this protocol does not accept."""
         self._validate(body, server)
@@ -52,6 +60,43 @@ class OpenAIProtocol:
     @staticmethod
     def error_body(exc: GatewayError) -> bytes:
         return exc.to_json()
+
+    # --- answers ---------------------------------------------------------------------------
+    @staticmethod
+    def name_model(result: dict[str, Any], public: str) -> None:
+        """An answer names the public model that served (after a fallback, the fallback)."""
+        result["model"] = public
+
+    @staticmethod
+    def answer_usage(result: Mapping[str, Any]) -> Usage | None:
+        return Usage.from_openai(result.get("usage"))
+
+    @staticmethod
+    def stream_usage(usage: Any) -> Usage | None:
+        """The usage a stream reported (what `relay_chunk` returned)."""
+        return Usage.from_openai(usage)
+
+    @staticmethod
+    def relay_chunk(chunk: dict[str, Any], public: str, include_usage: bool
+                    ) -> tuple[dict[str, Any] | None, Any]:
+        """What of an upstream chunk goes to the client (None: nothing), and its usage.
+
+        The usage chunk goes out only when the client asked for it (the gateway always asks
+        the upstream, to count)."""
+        usage = chunk.get("usage") or None
+        if usage is not None and not include_usage:
+            chunk = {k: v for k, v in chunk.items() if k != "usage"}
+        if not (chunk.get("choices") or (include_usage and usage is not None)):
+            return None, usage
+        chunk["model"] = public
+        return chunk, usage
+
+    @staticmethod
+    def usage_chunk(last: Mapping[str, Any], public: str, usage: Usage) -> dict[str, Any]:
+        """The usage chunk of a stream whose upstream sent none (the gateway's estimate)."""
+        ids = {k: last[k] for k in ("id", "object", "created", "system_fingerprint")
+               if k in last}
+        return {**ids, "model": public, "choices": [], "usage": usage.as_openai()}
 
     def stream_encoder(self, ctx: RequestContext) -> OpenAIStreamEncoder:
         return OpenAIStreamEncoder(ctx)
@@ -82,7 +127,7 @@ class OpenAIStreamEncoder:
         await self._write(b"data: " + orjson.dumps(chunk) + b"\n\n")
 
     async def close(self, last: dict[str, Any]) -> None:
-        await self._write(_DONE)
+        await self._write(_DONE)  # a complete answer
 
     async def fail(self, error: GatewayError) -> None:
         await self._write(b"data: " + error.to_json() + b"\n\n")

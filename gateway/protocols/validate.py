@@ -33,11 +33,14 @@ _ENCODINGS = frozenset({"float", "base64"})
 _TOOL_CHOICES = frozenset({"none", "auto", "required"})
 
 
-def refuse_routing_headers(headers: Mapping[str, str]) -> None:
-    """Refuse a header whose name names a destination, a credential or routing machinery."""
+def refuse_routing_headers(headers: Mapping[str, str],
+                           credentials: frozenset[str] = frozenset()) -> None:
+    """Refuse a header whose name names a destination, a credential or routing machinery
+    (`credentials`: the headers a protocol takes the caller's own key from)."""
     for name in headers:
         lower = name.lower()
-        if lower in _HTTP_HEADERS or lower.startswith(_PROXY_HEADER_PREFIXES):
+        if lower in _HTTP_HEADERS or lower in credentials or \
+                lower.startswith(_PROXY_HEADER_PREFIXES):
             continue
         if forbidden(name):
             raise InvalidRequest(f"the header {excerpt(name)} {_NOT_ALLOWED}", param=name,

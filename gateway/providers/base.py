@@ -24,6 +24,9 @@ class Target:
     connect_timeout_s: float
     first_token_timeout_s: float
     idle_timeout_s: float
+    # Client protocols this deployment serves as they are, beyond OpenAI's own three
+    # (e.g. "responses", "messages"); any other is translated (`providers/bridge.py`).
+    native: frozenset[str] = frozenset()
 
 
 class ProviderError(Exception):

@@ -14,7 +14,7 @@ class Authenticate:
         self.auth = auth
 
     async def __call__(self, ctx: RequestContext, call_next: Handler) -> Reply:
-        principal = await self.auth.authenticate(ctx.headers.get("authorization"))
+        principal = await self.auth.authenticate(ctx.protocol.authorization(ctx.headers))
         ctx.principal = principal
         ctx.event.set_principal(principal)
         if principal.role == "compliance":

@@ -48,8 +48,9 @@ class CallProvider:
                                             attempts)
         finally:
             _served(ctx, attempts)
-        result["model"] = attempts.target.model if attempts.target else ctx.model
-        ctx.usage = Usage.from_openai(result.get("usage"))
+        protocol = ctx.protocol
+        protocol.name_model(result, attempts.target.model if attempts.target else ctx.model)
+        ctx.usage = protocol.answer_usage(result)
         ctx.event.fields["first_byte_at"] = utcnow()
         return Reply(body=result)
 
@@ -122,28 +123,28 @@ class _Relay:
                   ) -> None:
         ctx, sink, public = self.ctx, self.sink, self.public
         include_usage = ctx.include_usage
+        relay_chunk = ctx.protocol.relay_chunk
         ctx.event.fields["first_byte_at"] = utcnow()
         chunk: dict[str, Any] | None = first
         last = first
         anext = iterator.__anext__
         while chunk is not None:
             last = chunk
-            if chunk.get("usage"):
-                self.usage = chunk["usage"]
-                if not include_usage:
-                    chunk = {k: v for k, v in chunk.items() if k != "usage"}
-            if chunk.get("choices") or (include_usage and chunk.get("usage")):
-                chunk["model"] = public
-                await sink.send(chunk)
+            out, usage = relay_chunk(chunk, public, include_usage)
+            if usage is not None:
+                self.usage = usage
+            if out is not None:
+                await sink.send(out)
             try:
                 chunk = await anext()
             except StopAsyncIteration:
                 chunk = None
         if include_usage and self.usage is None:
             # The upstream ignored stream_options: the client still gets its usage chunk.
-            await sink.send({**_ids(last), "model": public, "choices": [],
-                             "usage": (await self._estimate()).as_openai()})
-        await sink.close({**last, "model": public})
+            usage_chunk = ctx.protocol.usage_chunk(last, public, await self._estimate())
+            if usage_chunk is not None:
+                await sink.send(usage_chunk)
+        await sink.close(last)
 
     async def _estimate(self) -> Usage:
         ctx = self.ctx
@@ -159,7 +160,7 @@ class _Relay:
         """The usage the provider reported, else an estimate (sync: runs when cancelled)."""
         ctx = self.ctx
         if self.usage is not None:
-            ctx.usage = Usage.from_openai(self.usage)
+            ctx.usage = ctx.protocol.stream_usage(self.usage)
         elif ctx.usage is None:
             answer = ctx.answer
             text = "".join(answer) if isinstance(answer, list) else ""
@@ -168,8 +169,3 @@ class _Relay:
                 prompt = ctx.protocol.count_prompt(ctx.body, ctx.model or "")
             out = tokens.count_text(text, self.public)
             ctx.usage = Usage(prompt, out, prompt + out, "estimated")
-
-
-def _ids(chunk: dict[str, Any]) -> dict[str, Any]:
-    return {k: chunk[k] for k in ("id", "object", "created", "system_fingerprint")
-            if k in chunk}

@@ -15,7 +15,7 @@ class Parse:
         self.server = server
 
     async def __call__(self, ctx: RequestContext, call_next: Handler) -> Reply:
-        validate.refuse_routing_headers(ctx.headers)
+        validate.refuse_routing_headers(ctx.headers, ctx.protocol.credential_headers)
         body = parse_object(await ctx.read_body(self.server.max_body_bytes))
         validate.scan_body(body, self.server.max_json_depth)
         ctx.protocol.validate(body, self.server)
