@@ -48,8 +48,14 @@ GATEWAY_SET = frozenset({"model", "stream", "stream_options"})
 
 
 def first_unsupported(endpoint: Endpoint, body: Mapping[str, Any]) -> str | None:
-    """The first field of `body` that a translated route does not forward, or None."""
-    allowed = ALLOWED[endpoint]
+    """The first field of `body` that a translated route does not forward, or None.
+
+    Only OpenAI's own protocols reach litellm as they came: another client protocol is
+    translated to Chat first (`providers/bridge.py`), by a translator that builds the Chat
+    body from the fields it knows, so it has nothing to check here."""
+    allowed = ALLOWED.get(endpoint)
+    if allowed is None:
+        return None
     for name in body:
         if name not in allowed and name not in GATEWAY_SET:
             return name
