@@ -7,9 +7,11 @@ import asyncio
 import email.utils
 import itertools
 import math
+import os
 import random
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -38,6 +40,7 @@ from gateway.routing.capacity import MinuteWindow
 from gateway.routing.health import MAX_COOLDOWN_S, Breaker
 from gateway.routing.retry_budget import RetryBudget
 from gateway.routing.router import Attempts, Router
+from gateway.routing.shared_pauses import SharedPauses
 from gateway.telemetry.metrics import Metrics
 from tests.fakes.upstream import FakeUpstream
 from tests.support.gateway_proc import free_port
@@ -557,6 +560,39 @@ async def test_litellm_failures_are_timeouts_by_their_cause() -> None:
     for exc, kind, wait in cases:
         mapped = provider._error(exc)
         assert (mapped.kind, mapped.retry_after_s) == (kind, wait), repr(exc)
+
+
+@pytest.mark.redis
+async def test_shared_windows_are_heard_live_and_caught_up_late_and_only_lengthened() -> None:
+    url = os.environ.get("GATEWAY_TEST_REDIS_URL")
+    if not url:
+        pytest.skip("GATEWAY_TEST_REDIS_URL is not set: run the suite with `make test`")
+    teller, late = SharedPauses.from_url(url), SharedPauses.from_url(url)
+    first, second = f"test-{uuid.uuid4().hex}", f"test-{uuid.uuid4().hex}"
+    heard: dict[str, tuple[float, bool]] = {}
+    arrived = asyncio.Event()
+
+    def hear(pause_id: str, seconds: float, rate_limit: bool) -> None:
+        if pause_id in (first, second):
+            heard[pause_id] = (seconds, rate_limit)
+            arrived.set()
+
+    try:
+        await teller.publish(first, 5, True)
+        await teller.publish(first, 1, False)  # shorter than the window under way: no change
+        await late.sync(hear)  # a replica that starts now
+        seconds, rate_limit = heard[first]
+        assert 4.5 < seconds <= 5 and rate_limit
+        late.start(hear)
+        await asyncio.sleep(0.3)  # subscribed
+        arrived.clear()
+        await teller.publish(second, 2, False)
+        await asyncio.wait_for(arrived.wait(), 2)
+        seconds, rate_limit = heard[second]
+        assert 1.5 < seconds <= 2 and not rate_limit
+    finally:
+        await teller.close()
+        await late.close()
 
 
 # ------------------------------------------------------------------ fallbacks
