@@ -47,6 +47,7 @@ from gateway.providers.demo import DemoProvider
 from gateway.providers.litellm_adapter import LiteLLMProvider
 from gateway.providers.openai_compat import OpenAICompatProvider
 from gateway.routing.router import Router
+from gateway.routing.shared_pauses import SharedPauses
 from gateway.services import Services
 from gateway.settings import Settings
 from gateway.storage.engine import create_engine, ping
@@ -77,8 +78,11 @@ def build_services(settings: Settings, config: LoadedConfig) -> Services:
     # Other client protocols, by translation where a deployment does not speak them.
     translators: dict[str, Translator] = {}
     providers = {name: Bridge(p, translators) for name, p in providers.items()}
+    # With Redis, a deployment's Retry-After holds on every replica.
+    shared_pauses = SharedPauses.from_url(settings.redis_url) if settings.redis_url else None
     router = Router(config, providers, metrics=metrics,
-                    price_map=price_map_path(settings.litellm_data_dir))
+                    price_map=price_map_path(settings.litellm_data_dir),
+                    shared_pauses=shared_pauses)
     prices = PriceBook.build(config, price_map_path(settings.litellm_data_dir))
     limiter = Limiter.build(settings, config, engine, prices, metrics)
     hmac_key = settings.audit_hmac_key.get_secret_value().encode() \
@@ -176,6 +180,7 @@ def create_app(settings: Settings | None = None, config: LoadedConfig | None = N
         await svc.templates.startup(prompt_files_for(svc.config, svc.templates.env))
         await svc.audit.start()
         await svc.limits.start()
+        await svc.router.start()
         # Start-up objects live for the whole process: keep them out of every GC pass
         # (a full pass over them was the p99 tail under load).
         gc.collect()

@@ -4,11 +4,14 @@ Retry-After, budgets, cooldowns (on a virtual clock), caps, strategies, context 
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import itertools
 import math
+import os
 import random
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,17 +20,27 @@ import pytest
 import yaml
 
 from gateway.config import load_config
-from gateway.errors import InvalidRequest, NoHealthyDeployment, UpstreamError, UpstreamTimeout
+from gateway.errors import (
+    GatewayError,
+    InvalidRequest,
+    NoHealthyDeployment,
+    RateLimited,
+    UpstreamError,
+    UpstreamTimeout,
+)
 from gateway.offline_data import price_map_path
 from gateway.providers.demo import DemoProvider
 from gateway.providers.litellm_adapter import LiteLLMProvider
 from gateway.providers.openai_compat import OpenAICompatProvider
+from gateway.providers.retry_after import MAX_S as MAX_RETRY_AFTER_S
+from gateway.providers.retry_after import retry_after_s
 from gateway.routing import router as router_module
 from gateway.routing.backoff import BASE_S
 from gateway.routing.capacity import MinuteWindow
 from gateway.routing.health import MAX_COOLDOWN_S, Breaker
 from gateway.routing.retry_budget import RetryBudget
 from gateway.routing.router import Attempts, Router
+from gateway.routing.shared_pauses import SharedPauses
 from gateway.telemetry.metrics import Metrics
 from tests.fakes.upstream import FakeUpstream
 from tests.support.gateway_proc import free_port
@@ -62,11 +75,20 @@ class LeakyUpstream(FakeUpstream):
                           "type": "server_error", "param": None, "code": None}}
 
 
+class BareRateLimitUpstream(FakeUpstream):
+    """Its 429s say nothing about how long to wait (no `Retry-After`)."""
+
+    def _error(self, status: int, message: str | None, anthropic: bool,
+               retry_after: str | None = None) -> Any:
+        return super()._error(status, message, anthropic, None)
+
+
 @pytest.fixture(scope="module")
 def fakes() -> Iterator[dict[str, FakeUpstream]]:
     ups = {name: FakeUpstream(name=name).start() for name in NAMES}
     ups["ctx"] = ContextLimitedUpstream(name="ctx", fault="status:400").start()
     ups["leaky"] = LeakyUpstream(name="leaky", fault="status:500").start()
+    ups["bare"] = BareRateLimitUpstream(name="bare", fault="status:429").start()
     yield ups
     for up in ups.values():
         up.stop()
@@ -224,12 +246,12 @@ async def test_retry_after_past_the_deadline_is_not_waited_for(
                          total_timeout_s=5)
     started = time.monotonic()
     try:
-        with pytest.raises(UpstreamError) as info:
+        with pytest.raises(RateLimited) as info:
             await chat(router)
     finally:
         await router.close()
     assert time.monotonic() - started < 4
-    assert len(hits(a)) == 1 and "429" in info.value.message
+    assert len(hits(a)) == 1 and info.value.headers == {"retry-after": "30"}
 
 
 async def test_retry_after_prefers_another_deployment(
@@ -343,6 +365,234 @@ async def test_error_summary_leaks_no_secret(tmp_path: Path,
                    "/srv/app.py", leaky.url, "127.0.0.1"):
         assert secret not in message, (secret, message)
     assert message.endswith("(upstream answered 500 (server_error))"), message
+
+
+# ------------------------------------------------------------------ the final answer
+
+# Faults of deployments `a` then `b` (ordered, router.retries 1: one try each, a deadline
+# shorter than any Retry-After here) -> the answer. 429 only when rate limits are all there is.
+FINAL_ANSWERS = [
+    pytest.param("status:429:retry=5", "status:429:retry=3", RateLimited, "3",
+                 id="all rate limited: 429, the shortest wait"),
+    pytest.param("status:429:retry=5", "status:500", UpstreamError, None,
+                 id="rate limit then 5xx: 502"),
+    pytest.param("status:500", "status:429:retry=5", UpstreamError, None,
+                 id="5xx then rate limit: 502"),
+    pytest.param("status:429:retry=5", "delay:3000", UpstreamTimeout, None,
+                 id="rate limit then timeout: 504"),
+    pytest.param("status:503:retry=5", "status:503:retry=5", UpstreamError, None,
+                 id="overloaded with Retry-After: 502, not a rate limit"),
+]
+
+
+@pytest.mark.parametrize("fault_a,fault_b,answer,retry_after", FINAL_ANSWERS)
+async def test_the_final_answer_names_what_stopped_the_request(
+        tmp_path: Path, fakes: dict[str, FakeUpstream], fault_a: str, fault_b: str,
+        answer: type[Exception], retry_after: str | None) -> None:
+    a, b = fakes["a"], fakes["b"]
+    a.set_fault(fault_a)
+    b.set_fault(fault_b)
+    router = make_router(tmp_path, [{"name": "m", "strategy": "ordered", "deployments": [
+        dep(a, "a"), dep(b, "b", timeout_s=0.3)]}], retries=1, total_timeout_s=2)
+    started = time.monotonic()
+    try:
+        with pytest.raises(GatewayError) as info:
+            await chat(router)
+    finally:
+        await router.close()
+    assert type(info.value) is answer
+    assert info.value.headers.get("retry-after") == retry_after
+    assert len(hits(a)) == 1 and time.monotonic() - started < 1.5  # no wait for a window
+
+
+async def test_while_every_deployment_waits_out_a_window_nothing_is_sent(
+        tmp_path: Path, fakes: dict[str, FakeUpstream]) -> None:
+    a, b = fakes["a"], fakes["b"]
+    a.set_fault("status:429:retry=5")
+    b.set_fault("status:503:retry=5")
+    router = make_router(tmp_path, [{"name": "limited", "deployments": [dep(a, "a")]},
+                                    {"name": "overloaded", "deployments": [dep(b, "b")]}],
+                         total_timeout_s=2)
+    try:
+        for model in ("limited", "overloaded"):
+            with pytest.raises(GatewayError):
+                await chat(router, model)
+        attempts = Attempts()
+        with pytest.raises(RateLimited) as limited:
+            await router.call("limited", "chat", dict(BODY), attempts)
+        assert attempts.count == 0 and limited.value.headers["retry-after"] in ("5", "4")
+        with pytest.raises(NoHealthyDeployment) as overloaded:  # a 503's wait: no rate limit
+            await chat(router, "overloaded")
+        assert overloaded.value.headers["retry-after"] in ("5", "4")
+    finally:
+        await router.close()
+    assert len(hits(a)) == 1 and len(hits(b)) == 1
+
+
+async def test_a_429_without_retry_after_waits_one_second(
+        tmp_path: Path, fakes: dict[str, FakeUpstream]) -> None:
+    bare = fakes["bare"]
+    router = make_router(tmp_path, [{"name": "m", "deployments": [dep(bare, "x")]}],
+                         total_timeout_s=0.5)
+    try:
+        with pytest.raises(RateLimited) as first:
+            await chat(router)
+        with pytest.raises(RateLimited):
+            await chat(router)
+        assert len(hits(bare)) == 1  # paused
+        await asyncio.sleep(1.05)
+        with pytest.raises(RateLimited):
+            await chat(router)
+    finally:
+        await router.close()
+    assert first.value.headers == {"retry-after": "1"}
+    assert len(hits(bare)) == 2
+
+
+async def test_a_rate_limit_never_trips_the_cooldown(
+        tmp_path: Path, fakes: dict[str, FakeUpstream]) -> None:
+    a = fakes["a"]
+    a.set_fault("status:429:retry=0.2")
+    router = make_router(tmp_path, [{"name": "m", "deployments": [dep(a, "a")]}],
+                         failures_to_cooldown=1, cooldown_s=30, total_timeout_s=0.1)
+    try:
+        for _ in range(3):
+            with pytest.raises(RateLimited):
+                await chat(router)
+            await asyncio.sleep(0.25)
+        a.set_fault(None)
+        result, attempts = await chat(router)  # a cooldown would keep it out for 30 s
+    finally:
+        await router.close()
+    assert result["model"] == "a" and attempts.count == 1
+
+
+async def test_a_fallback_cooling_down_leaves_a_rate_limit_a_429(
+        tmp_path: Path, fakes: dict[str, FakeUpstream]) -> None:
+    a, b = fakes["a"], fakes["b"]
+    a.set_fault("status:429:retry=5")
+    b.set_fault("status:500")
+    router = make_router(tmp_path, [
+        {"name": "p", "deployments": [dep(a, "a")], "fallbacks": ["f"]},
+        {"name": "f", "deployments": [dep(b, "b")]}],
+        failures_to_cooldown=1, cooldown_s=30, total_timeout_s=2, retries=0)
+    try:
+        with pytest.raises(UpstreamError):  # a 429, then a 5xx: the 5xx decides
+            await chat(router, "p")
+        attempts = Attempts()
+        with pytest.raises(RateLimited) as info:  # `p` waits 5 s, `f` cools down for 30 s
+            await router.call("p", "chat", dict(BODY), attempts)
+    finally:
+        await router.close()
+    assert attempts.count == 0 and info.value.headers["retry-after"] in ("5", "4")
+
+
+async def test_models_that_reach_the_same_upstream_wait_together(
+        tmp_path: Path, fakes: dict[str, FakeUpstream]) -> None:
+    a = fakes["a"]
+    a.set_fault("status:429:retry=5")
+    router = make_router(tmp_path, [{"name": "x", "deployments": [dep(a, "same")]},
+                                    {"name": "y", "deployments": [dep(a, "same")]},
+                                    {"name": "z", "deployments": [dep(a, "other")]}],
+                         total_timeout_s=2)
+    try:
+        for model in ("x", "y", "z"):
+            with pytest.raises(RateLimited):
+                await chat(router, model)
+    finally:
+        await router.close()
+    assert [r["body"]["model"] for r in hits(a)] == ["same", "other"]
+
+
+RETRY_AFTER_HEADERS = [
+    ({"retry-after": "3"}, 3.0),
+    ({"retry-after": "0.5"}, 0.5),
+    ({"retry-after-ms": "1500", "retry-after": "9"}, 1.5),
+    ({"retry-after": "-4"}, 0.0),
+    ({"retry-after": "86400"}, MAX_RETRY_AFTER_S),
+    ({"retry-after": "nan"}, None),
+    ({"retry-after": "soon"}, None),
+    ({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}, 0.0),  # a date in the past
+    ({}, None),
+]
+
+
+@pytest.mark.parametrize("headers,seconds", RETRY_AFTER_HEADERS)
+def test_retry_after_headers_are_read_bounded(headers: dict[str, str],
+                                              seconds: float | None) -> None:
+    assert retry_after_s(headers.get) == seconds
+
+
+def test_retry_after_as_an_http_date() -> None:
+    soon = email.utils.formatdate(time.time() + 30, usegmt=True)
+    value = retry_after_s({"retry-after": soon}.get)
+    assert value is not None and 28 <= value <= 30
+
+
+async def test_litellm_failures_are_timeouts_by_their_cause() -> None:
+    import httpx
+
+    provider = LiteLLMProvider()
+    lib = await provider._lib()
+
+    def caused_by(cause: BaseException) -> BaseException:
+        try:
+            try:
+                raise cause
+            except BaseException as inner:
+                raise lib.APIConnectionError(message="Connection error", llm_provider="x",
+                                             model="m") from inner
+        except BaseException as outer:
+            return outer
+
+    request = httpx.Request("POST", "http://upstream.invalid/v1")
+    limited = lib.RateLimitError(message="slow down", llm_provider="x", model="m",
+                                 response=httpx.Response(429, headers={"retry-after-ms": "2500"},
+                                                         request=request))
+    cases = [
+        (caused_by(httpx.ConnectTimeout("connect", request=request)), "timeout", None),
+        (caused_by(httpx.ReadTimeout("read", request=request)), "timeout", None),
+        (caused_by(TimeoutError()), "timeout", None),
+        (caused_by(httpx.ConnectError("refused", request=request)), "connect", None),
+        (lib.Timeout(message="t", model="m", llm_provider="x"), "timeout", None),
+        (limited, "http", 2.5),
+    ]
+    for exc, kind, wait in cases:
+        mapped = provider._error(exc)
+        assert (mapped.kind, mapped.retry_after_s) == (kind, wait), repr(exc)
+
+
+@pytest.mark.redis
+async def test_shared_windows_are_heard_live_and_caught_up_late_and_only_lengthened() -> None:
+    url = os.environ.get("GATEWAY_TEST_REDIS_URL")
+    if not url:
+        pytest.skip("GATEWAY_TEST_REDIS_URL is not set: run the suite with `make test`")
+    teller, late = SharedPauses.from_url(url), SharedPauses.from_url(url)
+    first, second = f"test-{uuid.uuid4().hex}", f"test-{uuid.uuid4().hex}"
+    heard: dict[str, tuple[float, bool]] = {}
+    arrived = asyncio.Event()
+
+    def hear(pause_id: str, seconds: float, rate_limit: bool) -> None:
+        if pause_id in (first, second):
+            heard[pause_id] = (seconds, rate_limit)
+            arrived.set()
+
+    try:
+        await teller.publish(first, 5, True)
+        await teller.publish(first, 1, False)  # shorter than the window under way: no change
+        await late.sync(hear)  # a replica that starts now
+        seconds, rate_limit = heard[first]
+        assert 4.5 < seconds <= 5 and rate_limit
+        late.start(hear)
+        await asyncio.sleep(0.3)  # subscribed
+        arrived.clear()
+        await teller.publish(second, 2, False)
+        await asyncio.wait_for(arrived.wait(), 2)
+        seconds, rate_limit = heard[second]
+        assert 1.5 < seconds <= 2 and not rate_limit
+    finally:
+        await teller.close()
+        await late.close()
 
 
 # ------------------------------------------------------------------ fallbacks

@@ -46,6 +46,10 @@ class UpstreamConnectError(Exception):
     """No connection could be made (refused, unreachable, DNS, TLS handshake, time limit)."""
 
 
+class UpstreamConnectTimeout(UpstreamConnectError):
+    """No connection within `connect_timeout_s` (the peer never completed the handshake)."""
+
+
 class UpstreamClosed(Exception):
     """The connection ended before the answer was complete."""
 
@@ -442,7 +446,7 @@ class Http1Client:
         except TimeoutError:
             if deadline is not None and loop.time() >= deadline:
                 raise
-            raise UpstreamConnectError("cannot connect to upstream (time limit)") from None
+            raise UpstreamConnectTimeout("cannot connect to upstream (time limit)") from None
         except (OSError, ssl.SSLError) as exc:
             raise UpstreamConnectError(f"cannot connect to upstream ({type(exc).__name__})"
                                        ) from None

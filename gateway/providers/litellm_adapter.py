@@ -18,6 +18,7 @@ from typing import Any
 from gateway.core.iterators import aclose_quietly
 from gateway.providers import litellm_params
 from gateway.providers.base import Endpoint, ProviderError, Target
+from gateway.providers.retry_after import retry_after_s
 from gateway.providers.summary import upstream_failure
 
 _LITELLM_LOGGERS = ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy")
@@ -81,9 +82,12 @@ class LiteLLMProvider:
         """litellm's exception tree -> one `ProviderError` with our own summary (never the
         upstream's text, which can echo the key)."""
         lib = self._litellm
-        if isinstance(exc, TimeoutError) or (lib is not None and isinstance(exc, lib.Timeout)):
-            return ProviderError("upstream timed out", kind="timeout")
         unanswered = lib is not None and isinstance(exc, lib.APIConnectionError)
+        if isinstance(exc, TimeoutError) or (lib is not None and isinstance(exc, lib.Timeout)) \
+                or (unanswered and _timed_out(exc)):
+            # litellm reports some time limits (connect, read) as a connection error: the
+            # cause decides, so a try that ran out of time is a timeout in every phase
+            return ProviderError("upstream timed out", kind="timeout")
         status = getattr(exc, "status_code", None)
         status = status if isinstance(status, int) and not unanswered else None
         if status is None and not _network_failure(exc):
@@ -103,11 +107,8 @@ class LiteLLMProvider:
             text=str(getattr(exc, "message", "") or ""))
         retry_after = None
         headers = getattr(getattr(exc, "response", None), "headers", None)
-        if headers is not None and headers.get("retry-after"):
-            try:
-                retry_after = max(0.0, float(headers.get("retry-after")))
-            except ValueError:
-                retry_after = None
+        if headers is not None and hasattr(headers, "get"):
+            retry_after = retry_after_s(headers.get)
         return ProviderError(message, status=status, kind="http" if status else "protocol",
                              retry_after_s=retry_after)
 
@@ -199,6 +200,19 @@ def _network_failure(exc: BaseException) -> bool:
 
 
 _NETWORK_LIBS = frozenset({"httpx", "httpcore", "aiohttp"})
+
+
+def _timed_out(exc: BaseException) -> bool:
+    """Whether a time limit (ours, the OS's, or an HTTP library's, such as httpx's
+    `ConnectTimeout` or aiohttp's `ServerTimeoutError`) is in `exc`'s chain of causes."""
+    seen: BaseException | None = exc.__cause__ or exc.__context__
+    for _ in range(16):
+        if seen is None:
+            return False
+        if isinstance(seen, TimeoutError) or "Timeout" in type(seen).__name__:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _timeout(target: Target) -> Any:

@@ -18,9 +18,11 @@ from gateway.providers.http1 import (
     UpstreamAnswer,
     UpstreamClosed,
     UpstreamConnectError,
+    UpstreamConnectTimeout,
     UpstreamProtocolError,
     UpstreamStream,
 )
+from gateway.providers.retry_after import retry_after_s
 from gateway.providers.summary import upstream_failure
 
 # Providers that speak the OpenAI protocol, with their public base URL when they have one.
@@ -47,13 +49,7 @@ _ERROR_BODY_LIMIT = 64 * 1024
 
 
 def _retry_after(answer: UpstreamAnswer | UpstreamStream) -> float | None:
-    value = answer.header("retry-after")
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return None
+    return retry_after_s(answer.header)
 
 
 def _error_message(status: int, raw: bytes) -> str:
@@ -188,7 +184,11 @@ class OpenAICompatProvider:
 
 
 def _failure(exc: Exception) -> ProviderError:
-    """The provider error for a failed exchange, without the host, port or OS error text."""
+    """The provider error for a failed exchange, without the host, port or OS error text.
+    A connection not made within `connect_timeout_s` is a timeout (504 when it is the last
+    failure), not a refusal."""
+    if isinstance(exc, UpstreamConnectTimeout):
+        return ProviderError("upstream did not accept the connection in time", kind="timeout")
     if isinstance(exc, UpstreamConnectError):
         return ProviderError("cannot connect to upstream", kind="connect")
     if isinstance(exc, UpstreamClosed) and not exc.answered:

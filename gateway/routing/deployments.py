@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -63,6 +64,8 @@ class DeploymentSlot:
     breaker: Breaker = field(default_factory=Breaker)
     stats: Stats = field(default_factory=Stats)
     retry_after_until: float = 0.0  # the upstream asked us (429/503 Retry-After) to wait
+    paused_by_rate_limit: bool = False  # that wait comes from a 429 (else a 503's)
+    pause_id: str = ""  # the upstream it reaches, shared by every slot that reaches it
     provider_times_out: bool = False  # its provider enforces the target's own time limits
     # prometheus counter children, bound once (no label lookup per request)
     on_success: Any = NO_COUNTER
@@ -88,8 +91,22 @@ def _label(model_deployments: list[str], index: int) -> str:
     return name if model_deployments.count(name) == 1 else f"{name}#{index}"
 
 
+def upstream_id(target: Target) -> str:
+    """Names what a provider's rate limit applies to (provider, base URL, model, key), without
+    the key: slots with the same id share their `Retry-After` windows, across replicas too."""
+    raw = "\0".join((target.provider, target.api_base or "", target.upstream_model,
+                     target.api_key or ""))
+    return hashlib.sha256(raw.encode()).hexdigest()[:32]
+
+
 def build_slots(config: LoadedConfig) -> dict[str, list[DeploymentSlot]]:
-    """Every public model name -> its deployments, secrets resolved, labels unique per model."""
+    """Every public model name -> its deployments, secrets resolved, labels unique per model.
+
+    A stream waits for its first chunk no longer than a non-stream try waits for its whole
+    answer (`first_token_timeout_s` at most `timeout_s`): before its first byte a stream has
+    exactly the retries and fallbacks of a non-stream request, so it must not spend more of
+    `router.total_timeout_s` on a deployment that does not answer.
+    """
     out: dict[str, list[DeploymentSlot]] = {}
     for i, model in enumerate(config.raw.models):
         names = [d.model for d in model.deployments]
@@ -100,10 +117,11 @@ def build_slots(config: LoadedConfig) -> dict[str, list[DeploymentSlot]]:
                 litellm_model=dep.model, upstream_model=dep.upstream_model,
                 api_base=config.api_base(i, j), api_key=config.api_key(i, j),
                 timeout_s=dep.timeout_s, connect_timeout_s=dep.connect_timeout_s,
-                first_token_timeout_s=dep.first_token_timeout_s,
+                first_token_timeout_s=min(dep.first_token_timeout_s, dep.timeout_s),
                 idle_timeout_s=dep.idle_timeout_s)
             slots.append(DeploymentSlot(target=target, weight=dep.weight, index=j,
-                                        capacity=Capacity(dep.rpm, dep.tpm)))
+                                        capacity=Capacity(dep.rpm, dep.tpm),
+                                        pause_id=upstream_id(target)))
         out[model.name] = slots
     return out
 

@@ -2,18 +2,32 @@
 
 `router.retries` extra tries per model (another deployment first; the same one only when it is
 the only one left), then each `fallbacks` model in order, all within `total_timeout_s` (for a
-stream: until its first chunk). A try that times out counts as an attempt.
+stream: until its first chunk). A try that times out counts as an attempt. Until its first
+chunk a stream is routed exactly like a non-stream request; it waits for that chunk at most
+`first_token_timeout_s` and never longer than `timeout_s` (`deployments.build_slots`).
 
 - Retried: connect errors, resets, timeouts, 408, 409, 429 and 5xx, with backoff and jitter
-  before a deployment is tried again (`backoff.py`), honouring `Retry-After` but never past
-  the deadline. 401/403/404 and other upstream 4xx say the deployment is misconfigured: the
-  next deployment is tried, never that one again. The client's own errors (400, 413, 422)
-  are not retried; a context-window error skips to the first fallback with a larger window.
+  before a deployment is tried again (`backoff.py`). 401/403/404 and other upstream 4xx say
+  the deployment is misconfigured: the next deployment is tried, never that one again. The
+  client's own errors (400, 413, 422) are not retried; a context-window error skips to the
+  first fallback with a larger window.
+- `Retry-After` (`pauses.py`): a deployment that answered with one (a 429 without one: 1 s)
+  gets no request, from any replica when Redis is configured, until it has passed. Others are
+  tried first; when every usable deployment of a model is waiting, the router waits for the
+  first one free only if that fits before the deadline, else it moves on (never sleeping
+  past the deadline). A 429 is not a health failure: it never trips the cooldown.
 - Retries need a token from the `RetryBudget`; fallbacks' first tries do not.
 - Cooldown (`health.py`): `failures_to_cooldown` failures in a row take a deployment out, never
   more than half of a model's deployments at once (a model with one deployment can lose it).
-- Final errors: 502 `upstream_error`, 504 `upstream_timeout` (the last failure was a timeout),
-  503 `no_healthy_deployment` when nothing could be tried (all cooling down or at their caps).
+- Final errors, after every attempt and fallback:
+  429 `rate_limit_exceeded` when the providers' rate limits are all that stopped the request:
+  every failed attempt was a 429 (and at least one attempt was, or a deployment was skipped in
+  a 429's Retry-After window); cooling-down or capped deployments do not change that.
+  `Retry-After` is the time until the first deployment of the model or of a fallback takes
+  requests again (whole seconds, at least 1). Any other failure in the mix decides instead:
+  504 `upstream_timeout` when the last failure was a timeout (connect, first token, total),
+  else 502 `upstream_error`; 503 `no_healthy_deployment` when nothing could be tried (all
+  cooling down, at their caps, or waiting out a 503's Retry-After), with `Retry-After`.
 """
 
 from __future__ import annotations
@@ -34,6 +48,7 @@ from gateway.errors import (
     GatewayError,
     InvalidRequest,
     NoHealthyDeployment,
+    RateLimited,
     UpstreamError,
     UpstreamTimeout,
 )
@@ -43,7 +58,9 @@ from gateway.providers.summary import scrub
 from gateway.routing.backoff import backoff_s
 from gateway.routing.context_window import context_windows, is_context_error, larger_fallback
 from gateway.routing.deployments import DeploymentSlot, build_slots, monotonic
+from gateway.routing.pauses import DEFAULT_RATE_LIMIT_S, Pauses, paused_for
 from gateway.routing.retry_budget import RetryBudget
+from gateway.routing.shared_pauses import SharedPauses
 from gateway.routing.strategies import Picker, picker
 
 log = logging.getLogger("gateway.routing")
@@ -65,11 +82,12 @@ class Attempts:
 class _Blocked:
     """Why nothing could be tried (so far), and when something frees up."""
 
-    __slots__ = ("reasons", "wait_s")
+    __slots__ = ("rate_limited", "reasons", "wait_s")
 
     def __init__(self) -> None:
         self.reasons: list[str] = []
         self.wait_s = math.inf
+        self.rate_limited = False  # a deployment was skipped in a 429's Retry-After window
 
     def note(self, wait_s: float, reason: str) -> None:
         self.wait_s = min(self.wait_s, wait_s)
@@ -80,7 +98,8 @@ class _Blocked:
 class Router:
     def __init__(self, config: LoadedConfig, providers: dict[str, Provider],
                  rng: random.Random | None = None, *, metrics: Any = None,
-                 price_map: Path | None = None, budget: RetryBudget | None = None) -> None:
+                 price_map: Path | None = None, budget: RetryBudget | None = None,
+                 shared_pauses: SharedPauses | None = None) -> None:
         self.config = config
         self.router_config = config.router
         self.slots = build_slots(config)
@@ -103,14 +122,26 @@ class Router:
             if any(_translated(s.target) for m in (name, *self.fallbacks.get(name, ()))
                    for s in self.slots.get(m, ())))
         self.budget = budget or RetryBudget()
+        self.shared_pauses = shared_pauses
+        self.pauses = Pauses(s for slots in self.slots.values() for s in slots)
         if metrics is not None:
             for slots in self.slots.values():
                 for slot in slots:
                     slot.bind_metrics(metrics)
 
+    async def start(self) -> None:
+        """Hear the other replicas' Retry-After waits (when they are shared)."""
+        if self.shared_pauses is not None:
+            self.shared_pauses.start(self._heard_pause)
+
     async def close(self) -> None:
+        if self.shared_pauses is not None:
+            await self.shared_pauses.close()
         for provider in self._providers.values():
             await provider.close()
+
+    def _heard_pause(self, pause_id: str, seconds: float, rate_limit: bool) -> None:
+        self.pauses.apply(pause_id, seconds, rate_limit, monotonic())
 
     def provider_for(self, target: Target) -> Provider:
         if target.provider == "demo":
@@ -179,6 +210,7 @@ class Router:
         chain = [model, *self.fallbacks.get(model, ())]
         per_model = 1 + rc.retries
         last: tuple[ProviderError, DeploymentSlot] | None = None
+        only_rate_limits = True  # every failed attempt so far was a 429
         blocked = _Blocked()
         self.budget.request_started()
         try:
@@ -191,7 +223,8 @@ class Router:
                 for k in range(per_model):
                     now = monotonic()
                     if now >= deadline:
-                        raise self._final(last, blocked, deadline_passed=True)
+                        raise self._final(last, blocked, chain, only_rate_limits,
+                                          deadline_passed=True)
                     slot, wait = self._choose(name, tried, last_slot, now, deadline - now,
                                               stream, blocked)
                     if slot is None:
@@ -213,6 +246,7 @@ class Router:
                         return outcome, slot
                     exc = outcome
                     last = (exc, slot)
+                    only_rate_limits = only_rate_limits and exc.status == 429
                     if exc.status in _CLIENT_ERRORS or is_context_error(exc):
                         if not is_context_error(exc):
                             raise InvalidRequest(_summary(exc, slot),
@@ -225,7 +259,7 @@ class Router:
                         break
                     if not exc.retryable:
                         tried[slot.index] = _NEVER_AGAIN
-            raise self._final(last, blocked, deadline_passed=False)
+            raise self._final(last, blocked, chain, only_rate_limits, deadline_passed=False)
         finally:
             self.budget.request_ended()
 
@@ -245,14 +279,21 @@ class Router:
                 usable.append(s)
         if not usable:
             return None, 0.0
-        pool = [s for s in usable if s.index not in tried]
-        if not pool:  # all tried once: another one than the last, unless it is the only one
-            pool = [s for s in usable if s is not last] or usable
-        ready = [s for s in pool if s.retry_after_until <= now]
-        slot = self._pickers[name](ready or pool, self._rng, now, stream)
+        ready = [s for s in usable if s.retry_after_until <= now]
+        if ready:
+            pool = [s for s in ready if s.index not in tried]
+            if not pool:  # all tried once: another one than the last, unless it is the only one
+                pool = [s for s in ready if s is not last] or ready
+            slot = self._pickers[name](pool, self._rng, now, stream)
+            wait = backoff_s(tried.get(slot.index, 0), self._rng)
+            return (slot, wait) if wait < remaining else (None, 0.0)
+        # every usable deployment asked for time: the first one free, if that is before the end
+        slot = min(usable, key=lambda s: s.retry_after_until)
         wait = max(backoff_s(tried.get(slot.index, 0), self._rng), slot.retry_after_until - now)
         if wait >= remaining:  # waiting would pass the deadline: move on
             blocked.note(wait, "asked by the provider to wait (Retry-After)")
+            blocked.rate_limited = blocked.rate_limited or any(
+                s.paused_by_rate_limit for s in usable)
             return None, 0.0
         return slot, wait
 
@@ -305,9 +346,18 @@ class Router:
         # for `lowest-latency`, a failure weighs like a try that ran into its time limit
         limit = slot.target.first_token_timeout_s if stream else slot.target.timeout_s
         slot.stats.observe(max(now - started, limit), now, stream=stream)
-        if exc.retry_after_s:
-            slot.retry_after_until = max(slot.retry_after_until, now + exc.retry_after_s)
-        self._health_failure(slot, probe=probe, now=now)
+        rate_limit = exc.status == 429
+        pause = exc.retry_after_s
+        if rate_limit and pause is None:
+            pause = DEFAULT_RATE_LIMIT_S
+        if rate_limit:  # up but busy: its Retry-After is all the cooldown it gets
+            slot.breaker.abandon(probe)
+        else:
+            self._health_failure(slot, probe=probe, now=now)
+        if pause:
+            self.pauses.apply(slot.pause_id, pause, rate_limit, now)
+            if self.shared_pauses is not None:
+                await self.shared_pauses.publish(slot.pause_id, pause, rate_limit)
         return exc
 
     def _health_failure(self, slot: DeploymentSlot, *, probe: bool, now: float) -> None:
@@ -324,8 +374,16 @@ class Router:
                 "model": slot.target.model, "deployment": slot.label,
                 "cooldown_s": round(seconds, 3), "trips": slot.breaker.trips})
 
-    def _final(self, last: tuple[ProviderError, DeploymentSlot] | None, blocked: _Blocked, *,
-               deadline_passed: bool) -> GatewayError:
+    def _final(self, last: tuple[ProviderError, DeploymentSlot] | None, blocked: _Blocked,
+               chain: list[str], only_rate_limits: bool, *, deadline_passed: bool
+               ) -> GatewayError:
+        rate_limited = only_rate_limits and (last is not None or blocked.rate_limited)
+        if rate_limited:
+            now = monotonic()
+            free_in = min(paused_for(s, now) for name in chain for s in self.slots[name])
+            retry = max(1, math.ceil(free_in))
+            return RateLimited(f"the provider is rate limiting this model; retry after "
+                               f"{retry} s", headers={"retry-after": str(retry)})
         if last is None:
             if deadline_passed:
                 return UpstreamTimeout("no deployment answered within the request deadline")
