@@ -78,7 +78,8 @@ class PiiOutputFilter:
         return result
 
     def chunk(self, chunk: dict[str, Any]) -> list[dict[str, Any]]:
-        return [self.chunks.feed(chunk)]
+        out = self.chunks.feed(chunk)
+        return [] if out is None else [out]  # None: all it said is held back for now
 
     def flush(self, template_chunk: dict[str, Any]) -> list[dict[str, Any]]:
         return self.chunks.flush()
