@@ -79,32 +79,36 @@ _TAILS = {
                     + _prefixes("eyJ", r"[A-Za-z0-9_\-]{0,3000}(?:\.[A-Za-z0-9_\-]{0,1400})?")
                     + ")?)?")
         + ")",
-        # the value named by `secret_access_key = ` (`_AWS_SECRET`), held from the name on
-        r"(?:ecret|ECRET)[_\-]?(?:access|ACCESS|Access)[_\-]?(?:key|KEY|Key)[\"']? ?[=:] ?"
-        r"[\"']?[A-Za-z0-9/+]{0,40}",
         # a PEM header being written; a whole one is held by the scanner until its END line
         _prefixes("-----BEGIN ", r"[A-Z0-9 \-]{0,90}"),
     ]),
 }
+# The value named by `secret_access_key = ` (`_AWS_SECRET`), held from the name on. The name
+# may have been sent already (it is not a finding): this one is searched from `_LOOKBACK`
+# characters before the unsent text, and then all of that text is held.
+_AWS_TAIL = re.compile(r"(?:ecret|ECRET)[_\-]?(?:access|ACCESS|Access)[_\-]?(?:key|KEY|Key)"
+                       r"[\"']? ?[=:] ?[\"']?[A-Za-z0-9/+]{0,40}\Z")
+_LOOKBACK = 32  # more than the longest name before a value: `ECRET_ACCESS_KEY" = "` (21)
 # The longest text one finding or tail of a kind spans: a PEM block for secrets; for person
 # and location (names span spaces), the longest line the scanner holds whole.
 LONGEST = {**MAX_TAIL, "secret": PEM_MAX, "person": 2 * MAX_TOKEN_LEN,
            "location": 2 * MAX_TOKEN_LEN}
-_LOOKBACK = 32  # the longest name before a value: `SECRET_ACCESS_KEY" = "` (21 characters)
 _COMPILED: dict[tuple[str, ...], tuple[re.Pattern[str] | None, int]] = {}
 
 
-def _tail_pattern(kinds: Iterable[str]) -> tuple[re.Pattern[str] | None, int]:
-    """The tails of `kinds` as one pattern anchored at the end, and the longest of them."""
-    key = tuple(sorted(set(kinds) & _TAILS.keys()))
-    found = _COMPILED.get(key)
+def _tail_pattern(kinds: tuple[str, ...]) -> tuple[re.Pattern[str] | None, int]:
+    """The tails of `kinds` as one pattern anchored at the end, and the longest of them
+    (compiled once per set of kinds; cached under the tuple as given, for a fast lookup)."""
+    found = _COMPILED.get(kinds)
     if found is None:
-        if not key:
-            found = (None, 0)
-        else:
+        key = tuple(sorted(set(kinds) & _TAILS.keys()))
+        found = _COMPILED.get(key)
+        if found is None:
             body = "|".join(f"(?:{_TAILS[k]})" for k in key)
-            found = (re.compile(f"(?:{body})\\Z"), max(MAX_TAIL[k] for k in key))
-        _COMPILED[key] = found
+            found = (re.compile(f"(?:{body})\\Z"), max(MAX_TAIL[k] for k in key)) if key \
+                else (None, 0)
+            _COMPILED[key] = found
+        _COMPILED[kinds] = found
     return found
 
 
@@ -112,15 +116,20 @@ def open_tail_start(text: str, pos: int, kinds: Iterable[str]) -> int:
     """The leftmost index `i >= pos` from which `text[i:]` may still grow into (or be looked
     at by) a finding of `kinds`; `len(text)` when nothing may. `text` is normalised text
     (`normalize.py`); characters before `pos` are only read as context."""
+    kinds = kinds if isinstance(kinds, tuple) else tuple(kinds)
     pattern, longest = _tail_pattern(kinds)
     if pattern is None:
         return len(text)
-    # From a little before `pos`: a tail may begin in the context (`secret_access_key = `
-    # already sent, its value not yet complete); then all from `pos` on is held.
-    start = max(pos - _LOOKBACK, len(text) - longest, text.rfind("\n") + 1,
-                text.rfind("\r") + 1, 0)
-    m = pattern.search(text, start)
-    return max(m.start(), pos) if m else len(text)
+    line = max(text.rfind("\n"), text.rfind("\r")) + 1  # no tail holds a line break
+    m = pattern.search(text, max(pos, len(text) - longest, line))
+    held = m.start() if m else len(text)
+    if "secret" in kinds:
+        start = max(pos - _LOOKBACK, line, 0)
+        if text.find("ecret", start) >= 0 or text.find("ECRET", start) >= 0:
+            m = _AWS_TAIL.search(text, start)
+            if m:
+                held = min(held, max(m.start(), pos))
+    return held
 
 
 def max_held(kinds: Iterable[str]) -> int:

@@ -26,10 +26,12 @@ is scanned and sent with the chunk that completed it:
   are held, and a line longer than `MAX_HOLD` (12 KiB) is cut by force `MAX_TOKEN_LEN`
   (6 KiB) before its end, never inside a finding.
 
-Each emitted segment is detected with `_CONTEXT` (256) characters of what was sent before it
-(lookbehinds, an email's local part, `secret_access_key =` before its value) and with all
-that is held after it, so the output equals `scan(whole text)` for any chunking, except in
-a forced cut of a line of more than 12 KiB under `person` / `location` rules.
+Each emitted segment is detected with what was sent before it back to its last hard boundary
+(whitespace no finding contains, `detectors.is_soft_space`; at most `_CONTEXT`, 256
+characters: lookbehinds, an email's local part, `secret_access_key =` before its value) and
+with all that is held after it, so the output equals `scan(whole text)` for any chunking,
+except where a chain of overlapping candidates outgrows `holdback.max_held` (text such as
+`a@b.cc@b.cc@...`) or a line of more than 12 KiB under `person` / `location` rules.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ from gateway.pii.detectors import (
     DetectorError,
     Finding,
     detect_normalized,
+    is_soft_space,
     pem_blocks,
     resolve_overlaps,
 )
@@ -57,8 +60,8 @@ from gateway.pii.holdback import max_held, open_tail_start
 from gateway.pii.normalize import Normalized, normalize
 
 MAX_HOLD = 2 * MAX_TOKEN_LEN  # person / location rules: the longest line held whole
-# Characters of what was sent that a segment is detected with: more than any lookbehind
-# chain can reach (twice the longest digit candidate, a phone of ~115 characters).
+# At most this much of what was sent is kept as context (when no hard boundary is nearer):
+# more than an email's local part (65) or a chain of digit candidates (a phone: ~115) reach.
 _CONTEXT = 256
 
 
@@ -154,7 +157,9 @@ class StreamScanner:
             if f.end <= cut:
                 start, stop = norm.span(f.start, f.end)
                 findings.append(Finding(f.kind, start - base, stop - base))
-        return self._emit(_original(norm, cut) - base, findings)
+        sent = self._emit(_original(norm, cut) - base, findings)
+        self._keep_context(norm, cut)
+        return sent
 
     def _open_start(self, text: str, shift: int) -> int:
         """Where the text that must wait begins (normalised index, at least `shift`)."""
@@ -171,6 +176,28 @@ class StreamScanner:
             cut = min(cut, line)
         return cut
 
+    def _keep_context(self, norm: Normalized, cut: int) -> None:
+        """What the next segments are detected with: the text sent last, from its last hard
+        boundary on (no finding contains one, and no detector looks across it), at most
+        `_CONTEXT` characters; all of those with person / location rules."""
+        text = norm.text
+        end = _original(norm, cut)
+        start = max(0, end - _CONTEXT)
+        if not self._ner:
+            low = max(0, cut - _CONTEXT)
+            hard = max(text.rfind("\n", low, cut), text.rfind("\r", low, cut),
+                       text.rfind("\t", low, cut))
+            k = text.rfind(" ", low, cut - 1)  # a space before the cut, its next char known
+            while k > hard:
+                if not is_soft_space(text[k - 1] if k else "", text[k + 1]):
+                    hard = k
+                    break
+                k = text.rfind(" ", low, k)
+            if hard >= 0:
+                start = max(start, norm.orig_index(hard))
+        self._ctx = norm.original[start:end]
+        self._ctx_norm = len(self._ctx) if norm.is_identity else len(normalize(self._ctx).text)
+
     def _candidates(self, text: str) -> list[Finding]:
         """Every detector candidate in `text`, overlaps not resolved (fail closed)."""
         try:
@@ -186,8 +213,6 @@ class StreamScanner:
         self.findings.extend(AppliedFinding(f.kind, f.start + self._offset,
                                             f.end + self._offset, f.action)
                              for f in result.findings)
-        self._ctx = (self._ctx + segment)[-_CONTEXT:]
-        self._ctx_norm = len(normalize(self._ctx).text)
         self._buf = self._buf[cut:]
         self._offset += cut
         return result.text
