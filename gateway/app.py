@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Scope
 
 from gateway.api import (
     admin_keys,
@@ -27,6 +27,7 @@ from gateway.api import (
 from gateway.api import audit as audit_api
 from gateway.api import metrics as metrics_api
 from gateway.api.audit_durability import AuditDurabilityMiddleware
+from gateway.api.cors import CorsMiddleware, PreflightHook
 from gateway.api.middleware import RequestIdMiddleware
 from gateway.api.tracing_middleware import TracingMiddleware
 from gateway.audit.writer import AuditWriter
@@ -132,6 +133,15 @@ def _audit_unrouted(request: Request, exc: GatewayError) -> None:
         svc.audit, exc.status_code, exc.code)
 
 
+def _preflight_auditor(svc: Services) -> PreflightHook:
+    """CORS preflights on `/v1` paths are requests too: each gets its audit event."""
+    def audit(scope: Scope, status: int, code: str | None) -> None:
+        if scope["path"].startswith("/v1/"):
+            AuditEvent(scope["state"]["request_id"], scope["path"]).submit_to(
+                svc.audit, status, code)
+    return audit
+
+
 async def _http_exception(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     if exc.status_code == 405:
@@ -199,9 +209,14 @@ def create_app(settings: Settings | None = None, config: LoadedConfig | None = N
 
     tracing_middleware = [Middleware(TracingMiddleware, tracing=svc.tracing)] \
         if svc.tracing is not None and svc.tracing.enabled else []
+    # CORS inside the request id (a preflight answer has one too), around everything else
+    # (errors, 503s from the audit gate included, get its headers).
+    cors_middleware = [Middleware(CorsMiddleware, cors=svc.config.cors,
+                                  on_preflight=_preflight_auditor(svc))] \
+        if svc.config.cors is not None else []
     app = GatewayApp(
         svc.v1,
-        outer=[Middleware(RequestIdMiddleware), *tracing_middleware,
+        outer=[Middleware(RequestIdMiddleware), *cors_middleware, *tracing_middleware,
                Middleware(AuditDurabilityMiddleware, writer=svc.audit)],
         routes=[*v1.routes, *admin_keys.routes, *admin_teams.routes, *admin_policies.routes,
                 *admin_templates.routes, *admin_spend.routes, *health.routes, *audit_api.routes,

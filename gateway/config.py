@@ -10,11 +10,18 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
 
 SECRET_REF_PREFIX = "env:"
 
@@ -107,6 +114,70 @@ class AuditConfig(_Strict):
     retention_days: int = Field(default=365, ge=1)
 
 
+def _cors_origin(value: str) -> str:
+    """An origin as a browser sends it (`https://app.example.com`, `http://localhost:5173`),
+    lowercased, or `*`. Why not, without repeating the value."""
+    if value == "*":
+        return value
+    if value == "null":
+        raise ValueError("the 'null' origin (sandboxed frames, file: pages) cannot be allowed: "
+                         "any page can make its requests carry it")
+    if "*" in value:
+        raise ValueError("wildcards are not supported: list each origin, or '*' alone")
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError:
+        port, parts = None, None
+    if parts is None or parts.scheme.lower() not in ("http", "https") or not parts.hostname \
+            or _check_url(value) is not None:
+        raise ValueError("must be an origin: http:// or https://, a host and an optional port")
+    origin = f"{parts.scheme.lower()}://{parts.netloc.lower()}"
+    if value.lower() != origin:
+        raise ValueError(f"an origin has no path, query or fragment: write {origin!r}")
+    if port == {"http": 80, "https": 443}[parts.scheme.lower()]:
+        raise ValueError("browsers do not send the default port: write "
+                         f"'{parts.scheme.lower()}://{parts.hostname}'")
+    return origin
+
+
+CORS_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+
+def _cors_method(value: str) -> str:
+    if value != "*" and value.upper() not in CORS_METHODS:
+        raise ValueError(f"must be one of {', '.join(CORS_METHODS)}, or '*'")
+    return value.upper()
+
+
+def _cors_header(value: str) -> str:
+    if not _HEADER_NAME.fullmatch(value):
+        raise ValueError("must be a header name (letters, digits, '-'), or '*'")
+    return value.lower()
+
+
+def _star_alone(values: list[str]) -> list[str]:
+    if "*" in values and len(values) > 1:
+        raise ValueError("'*' already allows everything: list it alone")
+    return values
+
+
+class CorsConfig(_Strict):
+    """Browser apps on these origins may call the gateway. Never with credentials: keys
+    travel in `Authorization`, so no `Access-Control-Allow-Credentials` is ever sent."""
+
+    allow_origins: Annotated[list[Annotated[str, AfterValidator(_cors_origin)]],
+                             AfterValidator(_star_alone)] = Field(min_length=1)
+    allow_methods: Annotated[list[Annotated[str, AfterValidator(_cors_method)]],
+                             AfterValidator(_star_alone)] = Field(default=["GET", "POST"],
+                                                                  min_length=1)
+    allow_headers: Annotated[list[Annotated[str, AfterValidator(_cors_header)]],
+                             AfterValidator(_star_alone)] = Field(
+        default=["authorization", "content-type", "x-request-id"])
+    max_age_s: int = Field(default=600, ge=0, le=86400)
+
+
 class GatewayConfig(_Strict):
     models: list[ModelConfig] = Field(default_factory=list)
     router: RouterConfig = RouterConfig()
@@ -116,6 +187,7 @@ class GatewayConfig(_Strict):
     prompts_dir: str = "prompts"
     policies_dir: str = "policies"
     audit: AuditConfig = AuditConfig()
+    cors: CorsConfig | None = None
 
 
 class LoadedConfig:
@@ -146,6 +218,10 @@ class LoadedConfig:
     @property
     def audit(self) -> AuditConfig:
         return self.raw.audit
+
+    @property
+    def cors(self) -> CorsConfig | None:
+        return self.raw.cors
 
     def path(self, relative: str) -> Path:
         """A path from the config, relative to the config file's folder."""

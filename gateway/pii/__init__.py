@@ -3,6 +3,7 @@
     detectors  detect(text, kinds) -> [Finding(kind, start, end)]; one pure function per kind
     actions    Redactor (one per request), scan(text, rules, redactor) -> (text, findings)
     restore    restore(text, redactor), StreamRestorer, StreamScanner
+    holdback   open_tail_start: how much of a stream's text may still become a finding
     normalize  the text the detectors see (format characters dropped; digits, dashes and
                look-alike letters folded), with offsets back to the original
     fields     walk_texts / walk_response_texts: every text of a body, by schema

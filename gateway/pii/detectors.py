@@ -12,10 +12,12 @@ anchor: a literal (`@`, `:`, a key prefix), which the regex engine searches with
 loop, or a character class written with `_first`, which CPython compiles to a bitmap and
 skips in a tight C loop (about 2 ms/MB, against 5-15 ms/MB for a plain range class).
 
-Every pattern keeps to one rule the stream scanner (`restore.StreamScanner`) relies on: a
-match never contains whitespace other than a single space that `is_soft_space` allows
-(between two characters of `[0-9A-Z)]` and `[0-9A-Z(+]`, or next to `=` or `:`), and looks
-at most 3 characters around itself; PEM private key blocks are the one exception.
+Every pattern keeps to one rule: a match never contains whitespace other than a single space
+that `is_soft_space` allows (between two characters of `[0-9A-Z)]` and `[0-9A-Z(+]`, or next
+to `=` or `:`), and looks at most 3 characters around itself; PEM private key blocks are the
+one exception. The stream scanner holds back what may still become a match by patterns
+written from these (`holdback.py`): a change here needs its change there (the property tests
+in tests/pii/test_properties.py check the two agree).
 """
 
 from __future__ import annotations

@@ -69,29 +69,6 @@ class AnswerFilter:
         return result
 
 
-_QUIET_DELTA_KEYS = frozenset({"content"})
-_QUIET_CHOICE_KEYS = frozenset({"index", "delta", "text", "finish_reason", "logprobs"})
-
-
-def carries_nothing(chunk: dict[str, Any]) -> bool:
-    """A chunk whose every choice holds no text and nothing else (an empty delta)."""
-    if chunk.get("usage"):
-        return False
-    choices = chunk.get("choices")
-    if not choices:
-        return False
-    for choice in choices:
-        if not isinstance(choice, dict) or choice.get("finish_reason") is not None \
-                or choice.get("logprobs") or choice.get("text") \
-                or any(k not in _QUIET_CHOICE_KEYS for k in choice):
-            return False
-        delta = choice.get("delta")
-        if delta is not None and (not isinstance(delta, dict) or delta.get("content")
-                                  or any(k not in _QUIET_DELTA_KEYS for k in delta)):
-            return False
-    return True
-
-
 class PiiChunkSink:
     """A stream's chunks through the output rules and restore, on their way to `inner`.
 
@@ -105,7 +82,7 @@ class PiiChunkSink:
 
     async def send(self, chunk: dict[str, Any]) -> None:
         out = self._guarded(self.filter.feed, chunk)
-        if not carries_nothing(out):
+        if out is not None:  # None: all it said is held back for now
             await self.inner.send(out)
 
     async def close(self, last: dict[str, Any]) -> None:

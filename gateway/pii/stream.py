@@ -8,12 +8,19 @@ writes itself is redacted by the output rules even with `restore: true`.
 
     chunks = ChunkFilter("chat", policy.output, redactor, restore=policy.restore)
     for chunk in upstream:            # dicts
-        send(chunks.feed(chunk))      # a new dict; texts may be shorter or ""
+        out = chunks.feed(chunk)      # a new dict (texts may be shorter), or None
+        if out is not None:
+            send(out)
     for chunk in chunks.flush():      # only if the stream ended without finish_reason
         send(chunk)
 
-When a choice's `finish_reason` arrives, whatever that choice still holds is flushed into
-that chunk. Input chunks are never mutated.
+`feed` returns None when everything the chunk said is held back for now: its texts became
+"" and it carries nothing else (no role, tool call id or name, finish_reason, logprobs or
+usage). A choice whose texts all became "" and that carries nothing else is left out of
+`choices`, so no client ever gets an empty delta that the upstream did not send. Nothing is
+held, and chunks pass through as they are, when there are no output rules and nothing to
+restore. When a choice's `finish_reason` arrives, whatever that choice still holds is
+flushed into that chunk. Input chunks are never mutated.
 """
 
 from __future__ import annotations
@@ -71,7 +78,8 @@ class ChunkFilter:
             stream = self._streams[key] = _TextStream(self.rules, self.redactor, self.restore)
         return stream
 
-    def feed(self, chunk: dict[str, Any]) -> dict[str, Any]:
+    def feed(self, chunk: dict[str, Any]) -> dict[str, Any] | None:
+        """The chunk as the client gets it, or None when it has nothing to send yet."""
         if not self.active:
             return chunk
         out = copy_json(chunk)
@@ -79,14 +87,24 @@ class ChunkFilter:
         choices = out.get("choices")
         if not isinstance(choices, list):
             return out
+        emptied = []
         for pos, choice in enumerate(choices):
             if not isinstance(choice, dict):
                 continue
             index = choice.get("index", pos)
+            held = False
             for key, holder, field in self._fields(index, choice):
-                holder[field] = self._stream(key).feed(holder[field])
+                text = holder[field]
+                holder[field] = self._stream(key).feed(text)
+                held = held or (text != "" and holder[field] == "")
             if choice.get("finish_reason") is not None:
                 self._flush_into(index, choice)
+            elif held and _says_nothing(choice):
+                emptied.append(pos)
+        if emptied:
+            out["choices"] = [c for pos, c in enumerate(choices) if pos not in emptied]
+            if not out["choices"] and not out.get("usage"):
+                return None
         return out
 
     def flush(self) -> list[dict[str, Any]]:
@@ -153,3 +171,35 @@ def _member(holder: dict[str, Any], key: str, kind: type) -> Any:
     if not isinstance(value, kind):
         value = holder[key] = kind()
     return value
+
+
+_QUIET: tuple[Any, ...] = (None, "", [], {})  # values that say nothing to a client
+
+
+def _says_nothing(choice: dict[str, Any]) -> bool:
+    """Whether a choice is only empty texts: no role, tool call id or name, finish_reason,
+    logprobs, or any other field with a value."""
+    for key, value in choice.items():
+        if key == "delta" and isinstance(value, dict):
+            for field, inner in value.items():
+                if field == "tool_calls" and isinstance(inner, list):
+                    if not all(_bare_call(call) for call in inner):
+                        return False
+                elif inner not in _QUIET:
+                    return False
+        elif key != "index" and value not in _QUIET:
+            return False
+    return True
+
+
+def _bare_call(call: Any) -> bool:
+    """A streamed tool call that is only its index and (now empty) arguments."""
+    if not isinstance(call, dict):
+        return False
+    for key, value in call.items():
+        if key == "function" and isinstance(value, dict):
+            if any(v not in _QUIET for v in value.values()):
+                return False
+        elif key != "index" and value not in _QUIET:
+            return False
+    return True

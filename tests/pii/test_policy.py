@@ -210,10 +210,46 @@ def test_chunk_filter_restores_and_redacts_a_chat_stream() -> None:
 def test_chunk_filter_flushes_a_stream_without_finish_reason() -> None:
     chunks = ChunkFilter("completions", {"email": "redact"}, Redactor())
     first = chunks.feed({"id": "x", "choices": [{"index": 0, "text": "mail bob@example.com"}]})
-    assert first["choices"][0]["text"] == "mail"
+    assert first["choices"][0]["text"] == "mail "
     rest = chunks.flush()
     assert rest == [{"id": "x", "choices": [{"index": 0, "finish_reason": None,
-                                             "text": " [EMAIL_1]"}]}]
+                                             "text": "[EMAIL_1]"}]}]
+
+
+def _choice(index: int, finish: str | None = None, **delta: object) -> dict:
+    return {"index": index, "delta": dict(delta), "logprobs": None, "finish_reason": finish}
+
+
+# (chunk the upstream sends while "sk" is held, the choices the client gets; None: nothing)
+HELD_CHUNKS = {
+    "only held text: nothing is sent": ([_choice(0, content="sk")], None),
+    "the first chunk keeps its role": (
+        [_choice(0, role="assistant", content="sk")], [_choice(0, role="assistant", content="")]),
+    "a tool call keeps its id and name": (
+        [_choice(0, tool_calls=[{"index": 0, "id": "call_1", "type": "function",
+                                 "function": {"name": "f", "arguments": "sk"}}])],
+        [_choice(0, tool_calls=[{"index": 0, "id": "call_1", "type": "function",
+                                 "function": {"name": "f", "arguments": ""}}])]),
+    "a held choice is left out, the other one is sent": (
+        [_choice(0, content="sk"), _choice(1, content="Hi")], [_choice(1, content="Hi")]),
+    "an empty delta the upstream sent is passed on": (
+        [_choice(0, content="")], [_choice(0, content="")]),
+}
+
+
+@pytest.mark.parametrize("case", HELD_CHUNKS.values(), ids=HELD_CHUNKS.keys())
+def test_chunk_filter_sends_no_delta_that_became_empty(case: tuple) -> None:
+    choices, expected = case
+    chunks = ChunkFilter("chat", {"secret": "redact"}, Redactor())
+    out = chunks.feed({"id": "c", "object": "chat.completion.chunk", "choices": choices})
+    assert (out if out is None else out["choices"]) == expected
+
+
+def test_chunk_filter_keeps_a_usage_chunk_whose_text_is_held() -> None:
+    chunks = ChunkFilter("chat", {"secret": "redact"}, Redactor())
+    usage = {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}
+    out = chunks.feed({"id": "c", "choices": [_choice(0, content="sk")], "usage": usage})
+    assert out == {"id": "c", "choices": [], "usage": usage}
 
 
 def test_chunk_filter_is_a_no_op_without_rules_or_restore() -> None:

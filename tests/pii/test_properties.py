@@ -3,14 +3,24 @@ streaming gives exactly the one-shot result for any chunking."""
 
 from __future__ import annotations
 
-from hypothesis import HealthCheck, given, settings
+import re
+
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from gateway.pii.actions import Redactor, scan
-from gateway.pii.detectors import BUILTIN_KINDS, detect, is_soft_space, pem_blocks
+from gateway.pii.detectors import (
+    BUILTIN_KINDS,
+    detect,
+    detect_normalized,
+    is_soft_space,
+    pem_blocks,
+)
+from gateway.pii.holdback import max_held, open_tail_start
 from gateway.pii.normalize import normalize
 from gateway.pii.restore import StreamRestorer, StreamScanner, restore
-from tests.pii.strategies import VALUES, chunked, documents, loose_separators
+from gateway.pii.stream import ChunkFilter
+from tests.pii.strategies import VALUES, any_value, chunked, documents, loose_separators
 
 ALL_REDACT = dict.fromkeys(BUILTIN_KINDS, "redact")
 SETTINGS = settings(max_examples=300, deadline=None,
@@ -108,3 +118,131 @@ def test_normalised_offsets_map_exactly_to_the_original(text: str) -> None:
 @given(_ANY_TEXT, st.integers(0, 60))
 def test_normalising_a_prefix_gives_a_prefix(text: str, cut: int) -> None:
     assert normalize(text).text.startswith(normalize(text[:cut]).text)
+
+
+# --- the stream scanner's hold-back (holdback.py) ------------------------------------------
+DEFAULT_OUTPUT = {"credit_card": "redact", "secret": "redact"}  # policies/default.yaml
+_RULE_SETS = st.one_of(
+    st.just(ALL_REDACT), st.just(DEFAULT_OUTPUT),
+    st.sets(st.sampled_from(BUILTIN_KINDS), min_size=1).map(lambda ks: dict.fromkeys(ks, "mask")))
+# Pieces of values, near misses and what sits next to them, so that a chunk boundary (or a
+# cut) lands where a value is half written, ends, or turns out not to be one.
+_FRAGMENTS = st.sampled_from([
+    "sk", "sk-", "-proj-", "_live_", "gh", "p_", "AKIA", "AIza", "xox", "b-", "eyJ", ".eyJ",
+    "github_pat_", "@", "bob", ".com", "example", "+44", " 20", "(555)", " 123-4567", "4111",
+    " 1111", "1", "-", ".", ":", "::", "fe80", "10.0", ".0.1", "GB82", " WEST", "DE", "89",
+    "secret_access_key", " = ", '"', "-----BEGIN ", "EC ", "PRIVATE KEY-----", "\n",
+    "-----END ", " ", "  ", "\t", "x", "Hello", "0", "7", "\u200b", "\uff11", "\u2010", "\u0430",
+    "\ufb01", "\u2474",
+])
+_ADVERSARIAL = st.lists(
+    st.one_of(_FRAGMENTS, any_value, any_value.map(lambda v: v[: len(v) // 2]),
+              st.text("0123456789 .-+()/:@_=abcdefxyzAKZ", max_size=6)),
+    max_size=30).map("".join)
+
+
+def _stream(scanner: StreamScanner, chunks: list[str]) -> tuple[str, list[str]]:
+    """What the scanner sends for `chunks`, and what it held after each one."""
+    sent, held = [], []
+    for chunk in chunks:
+        sent.append(scanner.feed(chunk))
+        held.append(scanner.held)
+    return "".join(sent) + scanner.flush(), held
+
+
+@SETTINGS
+@given(_RULE_SETS, _ADVERSARIAL, st.booleans(), st.data())
+def test_streaming_any_rules_equals_one_shot_scan(rules: dict[str, str], text: str,
+                                                  by_character: bool,
+                                                  data: st.DataObject) -> None:
+    expected = scan(text, rules, Redactor(), phase="output")
+    chunks = list(text) if by_character else chunked(data.draw, text)
+    scanner = StreamScanner(rules, Redactor())
+    out, _ = _stream(scanner, chunks)
+    assert out == expected.text
+    assert scanner.findings == expected.findings
+
+
+@SETTINGS
+@given(_RULE_SETS, _ADVERSARIAL, st.data())
+def test_what_is_held_is_bounded_by_the_longest_pattern(rules: dict[str, str], text: str,
+                                                        data: st.DataObject) -> None:
+    _, held = _stream(StreamScanner(rules, Redactor()), chunked(data.draw, text))
+    limit = max_held(tuple(rules))
+    assert all(len(h) <= limit for h in held)
+
+
+_PROSE = st.text("abcdefghijklmnopqrstuvwxyz ,.!?'\n", max_size=200)
+_KEY_PREFIX = re.compile(r"s|sk|r|rk|g|gh|gh[pousr]|gi|git|gith|githu|github|x|xo|xox|xox[abprs]"
+                         r"|e|ey")
+
+
+@SETTINGS
+@given(_PROSE, st.data())
+def test_default_rules_hold_back_only_a_word_that_may_begin_a_key(text: str,
+                                                                  data: st.DataObject) -> None:
+    chunks = chunked(data.draw, text)
+    _, held = _stream(StreamScanner(DEFAULT_OUTPUT, Redactor()), chunks)
+    sent_so_far = ""
+    for chunk, h in zip(chunks, held, strict=True):
+        sent_so_far += chunk
+        word = re.search(r"[a-z]*\Z", sent_so_far).group()
+        assert h == "" or (h == word and _KEY_PREFIX.fullmatch(word)), (sent_so_far, h)
+
+
+@SETTINGS
+@given(_PROSE, st.data())
+def test_email_rules_hold_back_at_most_the_last_word(text: str, data: st.DataObject) -> None:
+    chunks = chunked(data.draw, text)
+    _, held = _stream(StreamScanner({"email": "redact"}, Redactor()), chunks)
+    sent_so_far = ""
+    for chunk, h in zip(chunks, held, strict=True):
+        sent_so_far += chunk
+        assert h == re.search(r"[a-z.]*\Z", sent_so_far).group()
+
+
+@SETTINGS
+@given(_RULE_SETS, _ADVERSARIAL, st.data())
+def test_chunk_filter_sends_no_empty_delta_and_the_one_shot_text(
+        rules: dict[str, str], text: str, data: st.DataObject) -> None:
+    chunks = ChunkFilter("chat", rules, Redactor())
+    sent = []
+    for piece in chunked(data.draw, text):
+        out = chunks.feed({"id": "c", "choices": [
+            {"index": 0, "delta": {"content": piece}, "finish_reason": None}]})
+        if out is None:
+            continue
+        assert out["choices"], out
+        assert all(c["delta"]["content"] != "" or piece == "" for c in out["choices"])
+        sent.extend(c["delta"]["content"] for c in out["choices"])
+    final = chunks.feed({"id": "c", "choices": [{"index": 0, "delta": {},
+                                                 "finish_reason": "stop"}]})
+    assert final is not None
+    sent.append(final["choices"][0]["delta"].get("content") or "")
+    assert "".join(sent) == scan(text, rules, Redactor(), phase="output").text
+
+
+@SETTINGS
+@given(_RULE_SETS, _ADVERSARIAL)
+def test_what_a_prefix_settles_before_its_open_tail_is_what_the_whole_text_has(
+        rules: dict[str, str], text: str) -> None:
+    # holdback.py on its own: for every prefix, the candidates that end before its open tail
+    # (moved back before any candidate crossing it) are those of the whole text, and no
+    # candidate of the whole text crosses that point (PEM blocks: held apart, by the scanner)
+    norm = normalize(text).text
+    assume("-----BEGIN" not in norm)
+    kinds = tuple(rules)
+    whole = detect_normalized(norm, kinds)
+    for i in range(1, len(norm) + 1):
+        prefix = norm[:i]
+        found = detect_normalized(prefix, kinds)
+        cut = open_tail_start(prefix, 0, kinds)
+        moved = True
+        while moved:
+            moved = False
+            for f in found:
+                if f.start < cut < f.end:
+                    cut, moved = f.start, True
+        assert sorted(f for f in found if f.end <= cut) == \
+            sorted(f for f in whole if f.end <= cut), prefix
+        assert not any(f.start < cut < f.end for f in whole), prefix

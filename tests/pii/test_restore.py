@@ -6,7 +6,7 @@ import pytest
 
 from gateway.pii.actions import MAX_PLACEHOLDER_LEN, PiiBlockedError, Redactor, scan
 from gateway.pii.detectors import BUILTIN_KINDS
-from gateway.pii.restore import MAX_HOLD, StreamRestorer, StreamScanner, restore
+from gateway.pii.restore import StreamRestorer, StreamScanner, restore
 
 ALL = dict.fromkeys(BUILTIN_KINDS, "redact")
 PEM = ("-----BEGIN EC PRIVATE KEY-----\nMHcCAQEEIBkg4LVWM9nuwNSk3yByxZpYRTBnVJk5oTxtFI1\n"
@@ -55,12 +55,41 @@ def test_stream_restorer_never_holds_more_than_a_placeholder() -> None:
     assert held_max == len("[CREDIT_CARD_19")
 
 
-def test_stream_scanner_emits_words_as_they_complete() -> None:
-    scanner = StreamScanner(ALL)
-    assert scanner.feed("Hello wor") == "Hello"
-    assert scanner.feed("ld, how") == " world,"
-    assert scanner.feed(" are you?\n") == " how are"
-    assert scanner.flush() == " you?\n"
+DEFAULT_OUTPUT = {"credit_card": "redact", "secret": "redact"}  # policies/default.yaml
+EMAIL = {"email": "redact"}
+
+# (rules, chunks as the upstream sends them, what each feed sends on, what flush sends)
+HOLD_BACK = {
+    "default rules: words go out with their own chunk": (
+        DEFAULT_OUTPUT, ["Hello", " from", " the", " gateway", "."],
+        ["Hello", " from", " the", " gateway", "."], ""),
+    "default rules: a number waits for what rules out a card": (
+        DEFAULT_OUTPUT, ["In", " 2024", ",", " we"], ["In", " ", "2024,", " we"], ""),
+    "default rules: a card is sent redacted once it is complete": (
+        DEFAULT_OUTPUT, ["Card 4111", " 1111", " 1111 1111", " ok"],
+        ["Card ", "", "", "[CREDIT_CARD_1] ok"], ""),
+    "default rules: a word that may begin a key waits for its next character": (
+        DEFAULT_OUTPUT, ["Use sk", "ills", " or", " sk", "-proj-", "abcdefghij1234567890xyz",
+                         " now"],
+        ["Use ", "skills", " or", " ", "", "", "[SECRET_1] now"], ""),
+    "default rules: a word held at the end of the stream is flushed": (
+        DEFAULT_OUTPUT, ["so", " e"], ["so", " "], "e"),
+    "email rules: a trailing word waits for a character an address cannot have": (
+        EMAIL, ["Hello", " from", " bob", "@example.com", " ok"],
+        ["", "Hello ", "from ", "", "[EMAIL_1] "], "ok"),
+    "email rules: punctuation ends a word too": (
+        EMAIL, ["Hi,", " you!", "\n"], ["Hi,", " you!", "\n"], ""),
+    "no rules: nothing is held": (
+        {}, ["bob", "@example.com", " 4111"], ["bob", "@example.com", " 4111"], ""),
+}
+
+
+@pytest.mark.parametrize("case", HOLD_BACK.values(), ids=HOLD_BACK.keys())
+def test_stream_scanner_holds_back_only_what_may_still_be_a_finding(case) -> None:
+    rules, chunks, sent, rest = case
+    scanner = StreamScanner(rules, Redactor())
+    assert [scanner.feed(c) for c in chunks] == sent
+    assert scanner.flush() == rest
 
 
 def test_stream_scanner_redacts_across_chunk_boundaries() -> None:
@@ -79,23 +108,32 @@ def test_stream_scanner_holds_a_pem_block_until_its_end() -> None:
     lines = text.split("\n")
     outputs = [scanner.feed(line + "\n") for line in lines]
     end = lines.index("-----END EC PRIVATE KEY-----")
-    assert "".join(outputs[:end + 1]) == "Here:"  # nothing of the block before its END
+    assert "".join(outputs[:end]) == "Here:\n"  # nothing of the block before its END
+    assert outputs[end] == "[SECRET_1]\n"  # sent with the END line
     assert "".join(outputs) + scanner.flush() == "Here:\n[SECRET_1]\nDone now\n"
 
 
 def test_stream_scanner_blocks() -> None:
     scanner = StreamScanner({"us_ssn": "block"})
-    assert scanner.feed("my number is ") == "my number"
+    assert scanner.feed("my number is ") == "my number is "
     with pytest.raises(PiiBlockedError):
         scanner.feed("123-45-6789 ok")
 
 
-def test_stream_scanner_forces_a_cut_on_a_very_long_token() -> None:
+def test_stream_scanner_holds_a_long_word_only_as_far_as_a_local_part_reaches() -> None:
     scanner = StreamScanner(ALL)
-    token = "x" * (MAX_HOLD + 100)
+    token = "x" * 10_000
     out = scanner.feed(token)
-    assert 0 < len(out) < len(token)
+    assert out == token[:-65]  # 65 local characters: one more says "not an address"
     assert out + scanner.flush() == token
+
+
+def test_stream_scanner_holds_a_jwt_being_written_whole() -> None:
+    scanner = StreamScanner({"secret": "redact"})
+    jwt = "eyJ" + "a" * 30 + ".eyJ" + "b" * 40 + "." + "c" * 43
+    sent = [scanner.feed(jwt[i:i + 7]) for i in range(0, len(jwt), 7)]
+    assert "".join(sent) == ""
+    assert scanner.feed(" ok") == "[SECRET_1] ok"
 
 
 def test_stream_scanner_passes_through_without_rules() -> None:
