@@ -6,13 +6,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gateway.api.admin_auth import admin_endpoint
+from gateway.api.admin_auth import admin_endpoint, record_change
 from gateway.api.http import json_response, services
 from gateway.config import ConfigError
 from gateway.context import Principal
 from gateway.errors import GatewayError, InvalidRequest, NotFound, RedactionUnavailable, excerpt
 from gateway.pii.actions import Redactor, scan
 from gateway.pii.detectors import detect
+from gateway.policies.store import policy_set_change
 from gateway.protocols.json_body import parse_object
 from gateway.storage.keys import principal_from_row, team_from_row
 from gateway.web.body import read_body
@@ -38,15 +39,18 @@ async def effective(request: Request, principal: Principal) -> Response:
     return json_response(policy.as_dict(name))
 
 
-@admin_endpoint(audited=True)
+@admin_endpoint(audited=True, action="policy.reload", target_type="policy")
 async def reload(request: Request, principal: Principal) -> Response:
     svc = services(request)
+    before = policy_set_change(svc.policies.current)
     try:
         current = svc.policies.reload()
     except ConfigError as exc:
         raise InvalidRequest("policies not reloaded (the old set stays): "
                              + "; ".join(exc.lines), param="policies_dir",
                              code="invalid_policy") from None
+    record_change(request, before, policy_set_change(current),
+                  target_name=svc.policies.shown_base)
     return json_response({"policies": current.names()})
 
 

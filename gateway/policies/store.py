@@ -146,6 +146,12 @@ class PolicySet:
         return result
 
 
+def policy_set_change(policies: PolicySet) -> dict[str, Any]:
+    """A policy set as an admin-change event records it: every policy, as loaded."""
+    return {"policies": {name: policies.policies[name].model_dump(exclude_none=True)
+                         for name in policies.names()}}
+
+
 class PolicyRegistry:
     """The live policy set of a process; `reload` swaps it only when every file is valid."""
 
