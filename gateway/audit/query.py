@@ -26,7 +26,7 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import Select, and_, select
+from sqlalchemy import Select, and_, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.audit.csv_cells import csv_cell, csv_writer
@@ -270,6 +270,24 @@ async def fetch_page(engine: AsyncEngine, query: AuditQuery, signer: CursorSigne
     rows = rows[:query.limit]
     cursor = signer.make(rows[-1]["id"], query.fingerprint()) if more and rows else None
     return {"data": [event_json(r) for r in rows], "next_cursor": cursor}
+
+
+async def fetch_page_plain(engine: AsyncEngine, query: AuditQuery) -> list[dict[str, Any]]:
+    """One page of events, newest first, without a cursor (for the gateway's own reads)."""
+    stmt = build_select(query, limit=query.limit, after_id=query.after_id)
+    async with engine.connect() as conn:
+        return [event_json(dict(r)) for r in (await conn.execute(stmt)).mappings()]
+
+
+COUNT_CAP = 100_000  # counting stops here: "more than 100,000" is enough for a person
+
+
+async def count_events(engine: AsyncEngine, query: AuditQuery) -> int:
+    """How many events match (at most `COUNT_CAP + 1`: beyond the cap the count stops)."""
+    inner = build_select(query, limit=COUNT_CAP + 1, after_id=None, with_bodies=False)
+    stmt = select(func.count()).select_from(inner.subquery())
+    async with engine.connect() as conn:
+        return int((await conn.execute(stmt)).scalar_one())
 
 
 async def fetch_one(engine: AsyncEngine, event_id: str, scope_team: str | None = None

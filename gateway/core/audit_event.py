@@ -16,6 +16,17 @@ from gateway.context import Principal
 from gateway.ids import time_ordered_id
 from gateway.timeutil import utcnow
 
+# Every admin-change `action` (DESIGN.md "Admin-change events"), and what it changes.
+ADMIN_ACTIONS: dict[str, str] = {
+    "key.create": "key", "key.update": "key", "key.revoke": "key",
+    "team.create": "team", "team.update": "team",
+    "template.create": "template", "template.version.create": "template",
+    "template.label.set": "template", "template.label.delete": "template",
+    "policy.save": "policy", "policy.reload": "policy",
+    "audit.purge": "audit",
+}
+TARGET_TYPES = ("key", "team", "template", "policy", "audit")
+
 
 class EventSink(Protocol):
     """Where closed events go (the audit writer)."""

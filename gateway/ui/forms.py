@@ -15,7 +15,8 @@ from gateway.web.context import services
 
 AUDIT_FILTERS = ("key_id", "team", "user", "model_requested", "model_served", "deployment",
                  "template_name", "status_code", "error_code", "request_id", "stream",
-                 "pii_kind", "since", "until", "limit")
+                 "pii_kind", "since", "until", "action", "actor_key_id", "target_type",
+                 "target_id", "limit")
 META = ("version", "author_key_id", "created_at", "source", "content_hash", "labels")
 
 

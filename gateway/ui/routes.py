@@ -21,7 +21,13 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from gateway.ui.access import COOKIE, page_routes
-from gateway.ui.pages.audit import audit, audit_event_page, audit_export, audit_verify
+from gateway.ui.pages.audit import (
+    audit,
+    audit_event_page,
+    audit_export,
+    audit_retention,
+    audit_verify,
+)
 from gateway.ui.pages.keys import (
     key_create,
     key_detail,
@@ -79,6 +85,7 @@ ROUTES = [
     ("GET", "/ui/audit/events/{event_id}", audit_event_page, READERS),
     ("GET", "/ui/audit/export", audit_export, READERS),
     ("GET", "/ui/audit/verify", audit_verify, READERS),
+    ("GET", "/ui/audit/retention", audit_retention, READERS),
     ("GET", "/ui/policies", policies, ADMIN),
     ("POST", "/ui/policies/dry-run", policy_dry_run, ADMIN),
 ]
