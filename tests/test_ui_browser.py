@@ -148,7 +148,7 @@ def test_admin_template_to_audit_export_and_verify(browser: Any, gw: GatewayProc
         page.get_by_label("Label", exact=True).fill("production")
         page.get_by_label("Version", exact=True).fill("2")
         page.get_by_role("button", name="Set label").click()
-        page.wait_for_url(f"**/ui/templates/{name}")
+        page.wait_for_url(f"**/ui/templates/{name}?moved=*")
         assert "production → v2" in page.locator("#lab-h + ul").inner_text()
         page.goto("/ui/templates")
         row = page.get_by_role("row").filter(has_text=name)
@@ -216,7 +216,7 @@ def test_admin_template_to_audit_export_and_verify(browser: Any, gw: GatewayProc
         page.get_by_label("Canary version (optional)").fill("1")
         page.get_by_label("Canary %").fill("10")
         page.get_by_role("button", name="Set label").click()
-        page.wait_for_url(f"**/ui/templates/{name}")
+        page.wait_for_url(f"**/ui/templates/{name}?moved=*")
         assert "staging → v2 (canary v1 at 10" in page.locator("#lab-h + ul").inner_text()
 
         # policies: the effective policy of the key and a PII dry run
@@ -241,7 +241,7 @@ def test_admin_template_to_audit_export_and_verify(browser: Any, gw: GatewayProc
         got = gw.admin("GET", f"/admin/keys/{key_id}").json()
         assert got["rpm"] == 120 and got["budget_usd"] == 5
         page.get_by_role("button", name="Revoke key").click()
-        page.wait_for_url("**/ui/keys")
+        page.wait_for_url("**/ui/keys?revoked=*")
         with pytest.raises(openai.AuthenticationError):
             client.chat.completions.create(model="demo", messages=[{"role": "user",
                                                                     "content": "hi"}])

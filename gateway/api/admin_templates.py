@@ -16,6 +16,8 @@ need an admin key and are not audited. Template bodies are the `prompts/<name>.y
   `DELETE /admin/templates/{name}/labels/{label}` → 204
 - `GET /admin/templates/{name}/diff?from=V1&to=V2` → `{"name", "from", "to", "diff"}` (a
   unified diff of the two versions in the file format)
+- `GET /admin/templates/{name}/history` → `{"data": [change, …]}` newest first: versions
+  created and labels moved, by whom and when
 - `POST /admin/templates/{name}/render` `{"version"|"label", "variables", "user"}` →
   `{"name", "version", "model", "params", "messages"}`; no provider call
 """
@@ -39,6 +41,7 @@ from gateway.templates.errors import TemplateError
 from gateway.templates.registry import TemplateRegistry
 from gateway.templates.spec import LABEL, canonical, content_hash, parse_spec
 from gateway.templates.versions import TemplateVersion, change_view, check_spec, diff_versions
+from gateway.timeutil import iso
 from gateway.web.body import read_body
 
 
@@ -272,6 +275,26 @@ async def delete_label(request: Request, principal: Principal) -> Response:
 
 
 @admin_endpoint()
+async def history(request: Request, principal: Principal) -> Response:
+    """`{"data": [{"kind": "version"|"label"|"unlabel", "version", "label", "canary",
+    "source", "path", "actor", "at"}]}`, newest first: who created which version and moved
+    which label when (`actor` is a key id, `cli`, or null for a prompt file)."""
+    reg = await _registry(request)
+    name = request.path_params["name"]
+    _read(reg.versions_of, name)
+    data = []
+    for row in await reg.store.history(name):
+        detail = row["detail"] if isinstance(row["detail"], dict) else {}
+        canary = None
+        if detail.get("canary_version") is not None:
+            canary = {"version": detail["canary_version"], "percent": detail["canary_percent"]}
+        data.append({"kind": row["kind"], "version": row["version"], "label": row["label"],
+                     "canary": canary, "source": detail.get("source"),
+                     "path": detail.get("path"), "actor": row["actor"], "at": iso(row["at"])})
+    return json_response({"data": data})
+
+
+@admin_endpoint()
 async def diff(request: Request, principal: Principal) -> Response:
     reg = await _registry(request)
     name = request.path_params["name"]
@@ -310,5 +333,6 @@ routes = [
     Route("/admin/templates/{name}/labels/{label}", set_label, methods=["PUT"]),
     Route("/admin/templates/{name}/labels/{label}", delete_label, methods=["DELETE"]),
     Route("/admin/templates/{name}/diff", diff, methods=["GET"]),
+    Route("/admin/templates/{name}/history", history, methods=["GET"]),
     Route("/admin/templates/{name}/render", render_preview, methods=["POST"]),
 ]

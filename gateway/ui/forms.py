@@ -1,15 +1,14 @@
-"""Reading the UI's forms into API bodies, and the small queries several pages share."""
+"""Reading the UI's forms into API bodies."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
 from starlette.requests import Request
 
 from gateway.errors import GatewayError
-from gateway.ui.inprocess import ApiError, api
+from gateway.ui.inprocess import ApiError
 from gateway.web.body import read_body
 from gateway.web.context import services
 
@@ -72,20 +71,3 @@ def limits_from(form: Any, *, patch: bool) -> dict[str, Any]:
     elif patch:
         out["models"] = None
     return out
-
-
-def month_start() -> str:
-    now = datetime.now(UTC)
-    return now.replace(day=1, hour=0, minute=0, second=0, microsecond=0).strftime(
-        "%Y-%m-%dT%H:%M:%SZ")
-
-
-async def spend_by(request: Request, group_by: str, since: str | None = None,
-                    until: str | None = None) -> dict[str, dict[str, Any]]:
-    query = {"group_by": group_by}
-    if since:
-        query["since"] = since
-    if until:
-        query["until"] = until
-    rows = (await api(request, "GET", "/admin/spend", query=query))["data"]
-    return {str(r["group"]): r for r in rows}

@@ -47,6 +47,7 @@ from gateway.ui.pages.templates import (
     template_label,
     template_new,
     template_render,
+    template_rollback,
     template_save,
     templates_list,
 )
@@ -72,6 +73,7 @@ ROUTES = [
     ("POST", "/ui/templates/{name}/edit", template_save, ADMIN),
     ("POST", "/ui/templates/{name}/render", template_render, ADMIN),
     ("POST", "/ui/templates/{name}/labels", template_label, ADMIN),
+    ("POST", "/ui/templates/{name}/rollback", template_rollback, ADMIN),
     ("GET", "/ui/keys", keys_list, ADMIN),
     ("POST", "/ui/keys", key_create, ADMIN),
     ("GET", "/ui/keys/{key_id}", key_detail, ADMIN),
