@@ -38,7 +38,13 @@ from gateway.ui.pages.keys import (
     team_update,
     teams_list,
 )
-from gateway.ui.pages.policies import policies, policy_dry_run
+from gateway.ui.pages.policies import (
+    policies,
+    policy_dry_run,
+    policy_edit,
+    policy_reload,
+    policy_save,
+)
 from gateway.ui.pages.signin import home, login, login_form, logout
 from gateway.ui.pages.spend import spend
 from gateway.ui.pages.templates import (
@@ -90,6 +96,11 @@ ROUTES = [
     ("GET", "/ui/audit/retention", audit_retention, READERS),
     ("GET", "/ui/policies", policies, ADMIN),
     ("POST", "/ui/policies/dry-run", policy_dry_run, ADMIN),
+    ("POST", "/ui/policies/reload", policy_reload, ADMIN),
+    ("GET", "/ui/policies/new", policy_edit, ADMIN),
+    ("POST", "/ui/policies/new", policy_save, ADMIN),
+    ("GET", "/ui/policies/{name}/edit", policy_edit, ADMIN),
+    ("POST", "/ui/policies/{name}/edit", policy_save, ADMIN),
 ]
 
 routes = [
