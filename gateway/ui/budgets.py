@@ -15,6 +15,17 @@ WARN_AT, CRITICAL_AT = 0.8, 0.95  # share of the budget: amber from here, red fr
 REFUSAL_SAMPLE = 1000  # refusals read per page (the count says "1000+" beyond)
 
 
+def budget_level(spent: float, budget: float | None, refused: int) -> str:
+    """`ok`, `warn` (from 80% of the budget) or `critical` (from 95%, or as soon as the
+    budget refused a request in this period: the limiter reserves a request's largest
+    possible cost, so it refuses before the sum of what was spent reaches the cap)."""
+    if budget is None:
+        return "ok"
+    if refused or budget == 0 or spent >= budget * CRITICAL_AT:
+        return "critical"
+    return "warn" if spent >= budget * WARN_AT else "ok"
+
+
 def period_start(period: str, now: datetime | None = None) -> str | None:
     """The start of the budget period now (ISO UTC), or None for `total`."""
     now = now or datetime.now(UTC)
@@ -66,13 +77,9 @@ async def budget_states(request: Request, items: list[dict[str, Any]], group_by:
         spent = spends[period].get(str(item[ident]), 0.0)
         budget = item.get("budget_usd")
         share = (spent / budget) if budget else None
-        level = "ok"
-        if budget is not None and (budget == 0 or (share or 0) >= CRITICAL_AT):
-            level = "critical"
-        elif share is not None and share >= WARN_AT:
-            level = "warn"
         count = sum(1 for e in refused if e.get(field) == item[ident]
                     and (start is None or str(e["received_at"]) >= start.replace("Z", "")))
+        level = budget_level(spent, budget, count)
         states[str(item[ident])] = {
             "spent": spent, "budget": budget, "period": period,
             "words": PERIOD_WORDS.get(period, period), "share": share, "level": level,
