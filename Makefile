@@ -3,7 +3,8 @@
 #   make install       runtime deps (requirements.lock) + the project, editable, into .venv
 #   make install-dev   the same with requirements-dev.lock (pytest, ruff, ...)
 #   make run           migrate, then serve (GATEWAY_ADMIN_KEY defaults to "dev-admin-key")
-#   make test          start throwaway PostgreSQL + Redis, run pytest, stop them
+#   make test          start throwaway PostgreSQL + Redis, run pytest, stop them (first fetches
+#                      the pinned axe-core into .cache/axe-core for the UI a11y checks)
 #                      (extra pytest args: make test PYTEST_ARGS="-k redis -x")
 #   make fuzz          the long fuzz run of tests/fuzz (Schemathesis + Hypothesis against a real
 #                      gateway; `make test` runs the same tests bounded, ~70 s): 10x the
@@ -98,7 +99,17 @@ run: install
 	$(VENV)/bin/gateway migrate
 	$(VENV)/bin/gateway serve --banner
 
-test: install-dev lint
+# axe-core for the UI accessibility tests, exactly as pinned (npm ci checks its integrity).
+AXE_DIR := .cache/axe-core
+AXE_JS  := $(AXE_DIR)/node_modules/axe-core/axe.min.js
+$(AXE_JS): tests/a11y/package.json tests/a11y/package-lock.json
+	@mkdir -p $(AXE_DIR) && cp tests/a11y/package.json tests/a11y/package-lock.json $(AXE_DIR)/
+	@if command -v npm >/dev/null; then \
+	  echo ">> installing axe-core into $(AXE_DIR)"; \
+	  npm ci --prefix $(AXE_DIR) --no-audit --no-fund --silent; \
+	else echo ">> npm not found: the UI accessibility checks will be skipped" >&2; fi
+
+test: install-dev lint $(AXE_JS)
 	bash scripts/test-services.sh -- $(VPY) -m pytest $(PYTEST_ARGS)
 
 fuzz: install-dev

@@ -13,12 +13,13 @@ from gateway import __version__
 from gateway.commands import audit as audit_commands
 from gateway.commands import keys as keys_commands
 from gateway.commands import serve as serve_command
+from gateway.commands import teams as teams_commands
 from gateway.commands import templates as templates_commands
 from gateway.commands.config_files import load_all
 from gateway.settings import Settings
 
 # Command groups with `register(subparsers)`, after serve, migrate and check-config.
-COMMAND_MODULES = (keys_commands, templates_commands, audit_commands)
+COMMAND_MODULES = (keys_commands, teams_commands, templates_commands, audit_commands)
 
 DESCRIPTION = """\
 An OpenAI-compatible LLM gateway: virtual keys, routing, limits, PII redaction, prompt

@@ -20,7 +20,10 @@ EVENT_FIELDS = ["id", "request_id", "received_at", "first_byte_at", "completed_a
                 "input_tokens", "output_tokens", "total_tokens", "cost_usd", "latency_ms",
                 "status_code", "error_code", "pii", "stream", "cancelled", "partial",
                 "usage_source", "cost_estimated", "request_body", "response_body", "prev_hash",
-                "hash"]
+                "hash",
+                # DESIGN.md "Admin-change events"
+                "action", "actor_key_id", "target_type", "target_id", "target_name", "before",
+                "after"]
 
 
 def sql(url: str, statement: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:

@@ -148,7 +148,7 @@ def test_admin_template_to_audit_export_and_verify(browser: Any, gw: GatewayProc
         page.get_by_label("Label", exact=True).fill("production")
         page.get_by_label("Version", exact=True).fill("2")
         page.get_by_role("button", name="Set label").click()
-        page.wait_for_url(f"**/ui/templates/{name}")
+        page.wait_for_url(f"**/ui/templates/{name}?moved=*")
         assert "production → v2" in page.locator("#lab-h + ul").inner_text()
         page.goto("/ui/templates")
         row = page.get_by_role("row").filter(has_text=name)
@@ -176,7 +176,7 @@ def test_admin_template_to_audit_export_and_verify(browser: Any, gw: GatewayProc
 
         # find it in the audit explorer, with its template version
         page.goto("/ui/audit")
-        page.get_by_label("Template").fill(name)
+        page.get_by_label("Template", exact=True).select_option(name)
         page.get_by_role("button", name="Search").click()
         rows = page.locator("#events tbody tr")
         assert rows.count() == 1
@@ -186,7 +186,7 @@ def test_admin_template_to_audit_export_and_verify(browser: Any, gw: GatewayProc
         assert page.locator("#ev-template_version").inner_text() == "2"
         assert page.locator("#ev-template_name").inner_text() == name
         assert XSS_BODY in page.locator("#request-body").inner_text()
-        event_id = page.url.rsplit("/", 1)[1]
+        event_id = page.url.rsplit("/", 1)[1].split("?")[0]
         s.shot("audit-event")
 
         # export the current filter (the session cookie is enough)
@@ -216,7 +216,7 @@ def test_admin_template_to_audit_export_and_verify(browser: Any, gw: GatewayProc
         page.get_by_label("Canary version (optional)").fill("1")
         page.get_by_label("Canary %").fill("10")
         page.get_by_role("button", name="Set label").click()
-        page.wait_for_url(f"**/ui/templates/{name}")
+        page.wait_for_url(f"**/ui/templates/{name}?moved=*")
         assert "staging → v2 (canary v1 at 10" in page.locator("#lab-h + ul").inner_text()
 
         # policies: the effective policy of the key and a PII dry run
@@ -241,7 +241,7 @@ def test_admin_template_to_audit_export_and_verify(browser: Any, gw: GatewayProc
         got = gw.admin("GET", f"/admin/keys/{key_id}").json()
         assert got["rpm"] == 120 and got["budget_usd"] == 5
         page.get_by_role("button", name="Revoke key").click()
-        page.wait_for_url("**/ui/keys")
+        page.wait_for_url("**/ui/keys?revoked=*")
         with pytest.raises(openai.AuthenticationError):
             client.chat.completions.create(model="demo", messages=[{"role": "user",
                                                                     "content": "hi"}])
@@ -287,8 +287,10 @@ def test_compliance_key_of_one_team_cannot_see_another_team(browser: Any,
         assert team_a in table and team_b not in table
         s.shot("audit-compliance-phone")
 
-        page.get_by_label("Team").fill(team_b)
-        page.get_by_role("button", name="Search").click()
+        # the team picker offers team A only; team B typed into the address bar instead
+        assert page.get_by_label("Team", exact=True).locator("option").all_inner_texts() == [
+            "any team", team_a]
+        page.goto(f"/ui/audit?team={team_b}")
         # refused or empty, never team B's events
         assert b_rows[0]["id"] not in page.content() and f"app-b-{tag}" not in page.content()
 
@@ -304,8 +306,8 @@ def test_compliance_key_of_one_team_cannot_see_another_team(browser: Any,
         assert team_a in exported and team_b not in exported
 
         page.goto("/ui/audit")
-        page.get_by_label("Team").fill(team_a)
-        page.get_by_label("Model requested").fill("demo")
+        page.get_by_label("Team", exact=True).select_option(team_a)
+        page.get_by_label("Model requested").select_option("demo")
         page.get_by_role("button", name="Search").click()
         page.locator("#events tbody tr").first.get_by_role("link").click()
         assert XSS_BODY in page.locator("#request-body").inner_text()

@@ -25,9 +25,15 @@ M = TypeVar("M", bound=BaseModel)
 Handler = Callable[[Request, Principal], Awaitable[Response]]
 
 
-def admin_endpoint(*, roles: frozenset[str] = frozenset({"admin"}), audited: bool = False
+def admin_endpoint(*, roles: frozenset[str] = frozenset({"admin"}), audited: bool = False,
+                   action: str | None = None, target_type: str | None = None,
+                   target_param: str | None = None
                    ) -> Callable[[Handler], Callable[[Request], Awaitable[Response]]]:
-    """Authenticate, check the role, map errors to OpenAI shape; audit when `audited`."""
+    """Authenticate, check the role, map errors to OpenAI shape; audit when `audited`.
+
+    An `action` (`key.update`, …) makes the event an admin change on a `target_type` whose
+    id is the path parameter `target_param`; the handler adds the values before and after
+    with `record_change`. A refused change keeps its action and target, without values."""
 
     def wrap(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
         @wraps(handler)
@@ -38,6 +44,10 @@ def admin_endpoint(*, roles: frozenset[str] = frozenset({"admin"}), audited: boo
                 route = request.scope.get("route")
                 path = getattr(route, "path", request.url.path)
                 event = AuditEvent(request.state.request_id, f"{request.method} {path}")
+                if action is not None:
+                    event.change(action, target_type or action.split(".")[0],
+                                 _target_id(request, target_param))
+                request.state.audit_event = event
             try:
                 principal = await svc.auth.authenticate(request.headers.get("authorization"))
                 if event is not None:
@@ -67,6 +77,23 @@ def admin_endpoint(*, roles: frozenset[str] = frozenset({"admin"}), audited: boo
         return endpoint
 
     return wrap
+
+
+def _target_id(request: Request, param: str | None) -> str | None:
+    value = request.path_params.get(param) if param else None
+    return value if isinstance(value, str) else None
+
+
+def record_change(request: Request, before: Any, after: Any, *, target_id: str | None = None,
+                  target_name: str | None = None, action: str | None = None) -> None:
+    """The values before and after the change this request made (secrets only as
+    fingerprints); `action` overrides the endpoint's where one route does several things."""
+    event: AuditEvent | None = getattr(request.state, "audit_event", None)
+    if event is None:
+        return
+    if action is not None:
+        event.fields["action"] = action
+    event.changed(before, after, target_id=target_id, target_name=target_name)
 
 
 async def parse_model(request: Request, model: type[M]) -> M:

@@ -6,11 +6,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gateway.api.admin_auth import admin_endpoint, dump_fields, parse_model
+from gateway.api.admin_auth import admin_endpoint, dump_fields, parse_model, record_change
 from gateway.api.http import json_response, services
 from gateway.context import Principal
 from gateway.errors import InvalidRequest, NotFound, excerpt
-from gateway.keys.schemas import KeyCreate, KeyUpdate, key_view, to_row
+from gateway.keys.schemas import KeyCreate, KeyUpdate, key_change_view, key_view, to_row
 
 
 async def _check_refs(request: Request, fields: dict) -> None:
@@ -27,12 +27,14 @@ async def _check_refs(request: Request, fields: dict) -> None:
                                  code="invalid_value")
 
 
-@admin_endpoint(audited=True)
+@admin_endpoint(audited=True, action="key.create")
 async def create_key(request: Request, principal: Principal) -> Response:
     body = await parse_model(request, KeyCreate)
     fields = body.model_dump()
     await _check_refs(request, fields)
     row, secret = await services(request).keys.create(to_row(fields))
+    record_change(request, None, key_change_view(row), target_id=row["id"],
+                  target_name=row["name"])
     return json_response({**key_view(row), "key": secret}, status_code=201)
 
 
@@ -56,9 +58,9 @@ async def get_key(request: Request, principal: Principal) -> Response:
     return json_response(key_view(await _get_or_404(request)))
 
 
-@admin_endpoint(audited=True)
+@admin_endpoint(audited=True, action="key.update", target_param="key_id")
 async def update_key(request: Request, principal: Principal) -> Response:
-    await _get_or_404(request)
+    before = await _get_or_404(request)
     fields = dump_fields(await parse_model(request, KeyUpdate))
     for required in ("name", "role"):
         if required in fields and fields[required] is None:
@@ -69,16 +71,22 @@ async def update_key(request: Request, principal: Principal) -> Response:
     row = await svc.keys.update(request.path_params["key_id"], to_row(fields))
     svc.auth.invalidate(request.path_params["key_id"])
     assert row is not None
+    record_change(request, key_change_view(before), key_change_view(row),
+                  target_name=row["name"])
     return json_response(key_view(row))
 
 
-@admin_endpoint(audited=True)
+@admin_endpoint(audited=True, action="key.revoke", target_param="key_id")
 async def revoke_key(request: Request, principal: Principal) -> Response:
-    await _get_or_404(request)
+    """Revoking a revoked key changes nothing: the answer is the key as it is (its
+    `revoked_at` the first revocation's), the event's before and after the same."""
+    before = await _get_or_404(request)
     svc = services(request)
     row = await svc.keys.revoke(request.path_params["key_id"])
     svc.auth.invalidate(request.path_params["key_id"])
     assert row is not None
+    record_change(request, key_change_view(before), key_change_view(row),
+                  target_name=row["name"])
     return json_response(key_view(row))
 
 

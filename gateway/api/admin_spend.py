@@ -1,7 +1,8 @@
-"""`GET /admin/spend?group_by=key|team|model|template|day&since&until`: spend from the rollups.
+"""`GET /admin/spend?group_by=key|team|model|template|day|hour&since&until`: spend from the
+rollups (`hour` groups are `YYYY-MM-DDTHH:00Z`, for a time series over short ranges).
 
 Admin keys see everything; a compliance key bound to a team sees that team only. Optional
-filters `team`, `key_id`, `model`. Times are ISO 8601 with `Z`; rollups are hourly, so
+filters `team`, `key_id`, `model`, `template`. Times are ISO 8601 with `Z`; rollups are hourly, so
 `since` counts from the start of its hour. Reads are not audited.
 """
 
@@ -22,7 +23,7 @@ from gateway.limits.spend import GROUP_BY
 from gateway.pricing import usd
 from gateway.timeutil import parse_iso
 
-_PARAMS = frozenset({"group_by", "since", "until", "team", "key_id", "model"})
+_PARAMS = frozenset({"group_by", "since", "until", "team", "key_id", "model", "template"})
 
 
 def _time(request: Request, name: str) -> datetime | None:
@@ -61,7 +62,8 @@ async def get_spend(request: Request, principal: Principal) -> Response:
     with contextlib.suppress(Exception):  # the query below reports a database problem
         await spend.flush()  # what this replica summed but has not written yet
     rows = await spend.query(group_by, since=since, until=until, team=team,
-                             key_id=params.get("key_id"), model=params.get("model"))
+                             key_id=params.get("key_id"), model=params.get("model"),
+                             template=params.get("template"))
     data = [{"group": r["group"], "requests": r["requests"], "input_tokens": r["input_tokens"],
              "output_tokens": r["output_tokens"], "cost_usd": usd(r["cost_nanos"])}
             for r in rows]

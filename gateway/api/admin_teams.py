@@ -6,7 +6,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gateway.api.admin_auth import admin_endpoint, dump_fields, parse_model
+from gateway.api.admin_auth import admin_endpoint, dump_fields, parse_model, record_change
 from gateway.api.http import json_response, services
 from gateway.context import Principal
 from gateway.errors import Conflict, InvalidRequest, NotFound, excerpt
@@ -23,7 +23,7 @@ def _check_models(request: Request, fields: dict) -> None:
                                  code="invalid_value")
 
 
-@admin_endpoint(audited=True)
+@admin_endpoint(audited=True, action="team.create")
 async def create_team(request: Request, principal: Principal) -> Response:
     fields = (await parse_model(request, TeamCreate)).model_dump()
     _check_models(request, fields)
@@ -32,6 +32,7 @@ async def create_team(request: Request, principal: Principal) -> Response:
     except DuplicateName:
         raise Conflict(f"a team named {excerpt(fields['name'])} exists already", param="name",
                        code="team_exists") from None
+    record_change(request, None, team_view(row), target_id=row["name"], target_name=row["name"])
     return json_response(team_view(row), status_code=201)
 
 
@@ -50,17 +51,19 @@ async def get_team(request: Request, principal: Principal) -> Response:
     return json_response(team_view(row))
 
 
-@admin_endpoint(audited=True)
+@admin_endpoint(audited=True, action="team.update", target_param="name")
 async def update_team(request: Request, principal: Principal) -> Response:
     name = request.path_params["name"]
     svc = services(request)
-    if await svc.teams.get(name) is None:
+    before = await svc.teams.get(name)
+    if before is None:
         raise NotFound(f"no team named {excerpt(name)}", param="name")
     fields = dump_fields(await parse_model(request, TeamUpdate))
     _check_models(request, fields)
     row = await svc.teams.update(name, to_row(fields))
     svc.auth.invalidate_team(name)
     assert row is not None
+    record_change(request, team_view(before), team_view(row), target_name=name)
     return json_response(team_view(row))
 
 

@@ -16,13 +16,14 @@ need an admin key and are not audited. Template bodies are the `prompts/<name>.y
   `DELETE /admin/templates/{name}/labels/{label}` → 204
 - `GET /admin/templates/{name}/diff?from=V1&to=V2` → `{"name", "from", "to", "diff"}` (a
   unified diff of the two versions in the file format)
+- `GET /admin/templates/{name}/history` → `{"data": [change, …]}` newest first: versions
+  created and labels moved, by whom and when
 - `POST /admin/templates/{name}/render` `{"version"|"label", "variables", "user"}` →
   `{"name", "version", "model", "params", "messages"}`; no provider call
 """
 
 from __future__ import annotations
 
-import difflib
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -30,7 +31,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gateway.api.admin_auth import admin_endpoint, parse_model
+from gateway.api.admin_auth import admin_endpoint, parse_model, record_change
 from gateway.api.http import json_response, services
 from gateway.context import Principal
 from gateway.errors import Conflict, InvalidRequest, excerpt
@@ -38,8 +39,9 @@ from gateway.protocols.json_body import parse_object
 from gateway.storage.templates import TemplateExists, TemplateMissing
 from gateway.templates.errors import TemplateError
 from gateway.templates.registry import TemplateRegistry
-from gateway.templates.spec import LABEL, canonical, content_hash, parse_spec, to_yaml
-from gateway.templates.versions import TemplateVersion, check_spec
+from gateway.templates.spec import LABEL, canonical, content_hash, parse_spec
+from gateway.templates.versions import TemplateVersion, change_view, check_spec, diff_versions
+from gateway.timeutil import iso
 from gateway.web.body import read_body
 
 
@@ -101,6 +103,11 @@ def _view(reg: TemplateRegistry, found: TemplateVersion) -> dict[str, Any]:
     return found.view(_labels_at(reg, found.name, found.version))
 
 
+def _label_change(reg: TemplateRegistry, name: str, label: str) -> dict[str, Any] | None:
+    found = reg.labels_of(name).get(label)
+    return None if found is None else found.change_view()
+
+
 def _int_query(request: Request, key: str) -> int | None:
     raw = request.query_params.get(key)
     if raw is None:
@@ -143,7 +150,7 @@ async def list_templates(request: Request, principal: Principal) -> Response:
     return json_response({"data": data})
 
 
-@admin_endpoint(audited=True)
+@admin_endpoint(audited=True, action="template.create", target_type="template")
 async def create_template(request: Request, principal: Principal) -> Response:
     spec, doc = await _spec_body(request)
     reg = await _registry(request)
@@ -155,7 +162,10 @@ async def create_template(request: Request, principal: Principal) -> Response:
                        f"POST /admin/templates/{spec.name}/versions", param="name",
                        code="template_exists") from None
     await reg.reload()
-    return json_response(_view(reg, reg.get(spec.name, row["version"])), status_code=201)
+    created = reg.get(spec.name, row["version"])
+    record_change(request, None, change_view(created), target_id=spec.name,
+                  target_name=spec.name)
+    return json_response(_view(reg, created), status_code=201)
 
 
 @admin_endpoint()
@@ -177,11 +187,13 @@ async def get_template(request: Request, principal: Principal) -> Response:
     return json_response(_view(reg, found))
 
 
-@admin_endpoint(audited=True)
+@admin_endpoint(audited=True, action="template.version.create", target_type="template",
+                target_param="name")
 async def add_version(request: Request, principal: Principal) -> Response:
     name = request.path_params["name"]
     reg = await _registry(request)
     _read(reg.versions_of, name)
+    previous = reg.latest(name)
     spec, doc = await _spec_body(request, name)
     try:
         row = await reg.store.add_version(doc, content_hash(doc), author=principal.key_id,
@@ -190,7 +202,10 @@ async def add_version(request: Request, principal: Principal) -> Response:
         raise TemplateError(f"unknown template {excerpt(name)}", code="template_not_found",
                             param="name").as_not_found() from None
     await reg.reload()
-    return json_response(_view(reg, reg.get(spec.name, row["version"])), status_code=201)
+    created = reg.get(spec.name, row["version"])
+    record_change(request, change_view(previous), change_view(created),
+                  target_name=name)
+    return json_response(_view(reg, created), status_code=201)
 
 
 @admin_endpoint()
@@ -206,7 +221,8 @@ async def list_versions(request: Request, principal: Principal) -> Response:
     return json_response({"data": data})
 
 
-@admin_endpoint(audited=True)
+@admin_endpoint(audited=True, action="template.label.set", target_type="template",
+                target_param="name")
 async def set_label(request: Request, principal: Principal) -> Response:
     reg = await _registry(request)
     name = request.path_params["name"]
@@ -227,9 +243,11 @@ async def set_label(request: Request, principal: Principal) -> Response:
             raise InvalidRequest("the canary version must differ from the label's version",
                                  param="canary.version", code="invalid_value")
         canary_version, canary_percent = body.canary.version, body.canary.percent
+    before = _label_change(reg, name, label)
     await reg.store.set_label(name, label, body.version, canary_version, canary_percent,
                               principal.key_id)
     await reg.reload()
+    record_change(request, before, _label_change(reg, name, label), target_name=name)
     return json_response(reg.label(name, label).view())
 
 
@@ -242,15 +260,38 @@ async def list_labels(request: Request, principal: Principal) -> Response:
     return json_response({"data": [labels[k].view() for k in sorted(labels)]})
 
 
-@admin_endpoint(audited=True)
+@admin_endpoint(audited=True, action="template.label.delete", target_type="template",
+                target_param="name")
 async def delete_label(request: Request, principal: Principal) -> Response:
     reg = await _registry(request)
     name = request.path_params["name"]
     label = request.path_params["label"]
     _read(reg.label, name, label)
+    before = _label_change(reg, name, label)
     await reg.store.delete_label(name, label, principal.key_id)
     await reg.reload()
+    record_change(request, before, None, target_name=name)
     return Response(status_code=204)
+
+
+@admin_endpoint()
+async def history(request: Request, principal: Principal) -> Response:
+    """`{"data": [{"kind": "version"|"label"|"unlabel", "version", "label", "canary",
+    "source", "path", "actor", "at"}]}`, newest first: who created which version and moved
+    which label when (`actor` is a key id, `cli`, or null for a prompt file)."""
+    reg = await _registry(request)
+    name = request.path_params["name"]
+    _read(reg.versions_of, name)
+    data = []
+    for row in await reg.store.history(name):
+        detail = row["detail"] if isinstance(row["detail"], dict) else {}
+        canary = None
+        if detail.get("canary_version") is not None:
+            canary = {"version": detail["canary_version"], "percent": detail["canary_percent"]}
+        data.append({"kind": row["kind"], "version": row["version"], "label": row["label"],
+                     "canary": canary, "source": detail.get("source"),
+                     "path": detail.get("path"), "actor": row["actor"], "at": iso(row["at"])})
+    return json_response({"data": data})
 
 
 @admin_endpoint()
@@ -264,10 +305,7 @@ async def diff(request: Request, principal: Principal) -> Response:
                              code="missing_required_parameter")
     old = _read(reg.get, name, a)
     new = _read(reg.get, name, b)
-    lines = difflib.unified_diff(to_yaml(old.doc).splitlines(keepends=True),
-                                 to_yaml(new.doc).splitlines(keepends=True),
-                                 fromfile=f"{name}@{a}", tofile=f"{name}@{b}")
-    return json_response({"name": name, "from": a, "to": b, "diff": "".join(lines)})
+    return json_response({"name": name, "from": a, "to": b, "diff": diff_versions(old, new)})
 
 
 @admin_endpoint()
@@ -295,5 +333,6 @@ routes = [
     Route("/admin/templates/{name}/labels/{label}", set_label, methods=["PUT"]),
     Route("/admin/templates/{name}/labels/{label}", delete_label, methods=["DELETE"]),
     Route("/admin/templates/{name}/diff", diff, methods=["GET"]),
+    Route("/admin/templates/{name}/history", history, methods=["GET"]),
     Route("/admin/templates/{name}/render", render_preview, methods=["POST"]),
 ]

@@ -6,24 +6,24 @@ the chain's checkpoint for this purge (the seq and hash of the last event delete
 when a key is set): verify then starts the chain from there. An old event behind a newer one in
 its chain (a long stream that ended after later requests) waits for the next purge.
 
-The purge itself is recorded: one checkpoint row per chain, and an audit event (endpoint
-`gateway audit purge`, its own one-event chain) whose response body sums up what was removed.
+The purge itself is recorded: one checkpoint row per chain, and an admin-change event (action
+`audit.purge`, endpoint `gateway audit purge`, its own one-event chain) with the log's size
+before and after, whose response body sums up what was removed.
 """
 
 from __future__ import annotations
 
-import socket
-import time
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gateway.audit.bodies import body_text
-from gateway.audit.chain import GENESIS, Hasher, row_from_event, to_wire
-from gateway.audit.shipper import store_records
+from gateway.audit.chain import Hasher
+from gateway.audit.direct import CLI_KEY_ID, cli_actor_name, write_chain
 from gateway.audit.verify import checkpoint_mac
+from gateway.core.audit_event import AuditEvent
 from gateway.ids import time_ordered_id
 from gateway.storage.tables import audit_bodies, audit_checkpoints, audit_events, audit_pii
 from gateway.timeutil import iso, utcnow
@@ -39,9 +39,12 @@ async def count_expired(engine: AsyncEngine, cutoff: datetime) -> int:
 
 
 async def purge(engine: AsyncEngine, hasher: Hasher, cutoff: datetime, *,
-                batch_size: int = 5000, record: bool = True) -> dict[str, Any]:
-    """Delete expired events; returns {"cutoff", "deleted", "chains": {replica: n}}."""
+                batch_size: int = 5000, record: bool = True,
+                progress: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """Delete expired events; returns {"cutoff", "deleted", "chains": {replica: n}}
+    (`progress(deleted so far)` after each chain)."""
     e = audit_events
+    before = await log_stats(engine) if record else None
     async with engine.connect() as conn:
         replicas = [r[0] for r in await conn.execute(select(e.c.replica).distinct())]
     chains: dict[str, int] = {}
@@ -51,6 +54,8 @@ async def purge(engine: AsyncEngine, hasher: Hasher, cutoff: datetime, *,
         if n:
             chains[replica] = n
             deleted += n
+        if progress is not None:
+            progress(deleted)
     if None in replicas:  # events outside any chain (before the chain existed): plain delete
         n = await _purge_unchained(engine, cutoff, batch_size)
         if n:
@@ -58,7 +63,7 @@ async def purge(engine: AsyncEngine, hasher: Hasher, cutoff: datetime, *,
             deleted += n
     summary = {"cutoff": iso(cutoff), "deleted": deleted, "chains": chains}
     if record:
-        await _record(engine, hasher, summary)
+        await _record(engine, hasher, summary, before)
     return summary
 
 
@@ -119,17 +124,24 @@ async def _purge_unchained(engine: AsyncEngine, cutoff: datetime, batch_size: in
             total += len(ids)
 
 
-async def _record(engine: AsyncEngine, hasher: Hasher, summary: dict[str, Any]) -> None:
-    """The purge's own audit event: a one-event chain named after this run."""
-    now = utcnow()
-    started = time.perf_counter()
-    event = {"id": time_ordered_id(), "request_id": f"purge-{time_ordered_id()}",
-             "received_at": now, "completed_at": now, "key_name": "cli",
-             "endpoint": PURGE_ENDPOINT, "status_code": 200,
-             "latency_ms": round((time.perf_counter() - started) * 1000, 3)}
-    row = row_from_event(event)
-    row.update(replica=f"purge-{socket.gethostname()[:40]}-{time_ordered_id()[-6:]}", seq=1,
-               prev_hash=GENESIS)
-    response = body_text(summary)
-    row["hash"] = hasher.row_hash(row, None, response)
-    await store_records(engine, [{"e": to_wire(row), "rb": None, "sb": response}])
+async def log_stats(engine: AsyncEngine) -> dict[str, Any]:
+    """How many events the log holds and when the oldest was received."""
+    e = audit_events
+    async with engine.connect() as conn:
+        count, oldest = (await conn.execute(select(func.count(), func.min(e.c.received_at))
+                                            .select_from(e))).one()
+    return {"events": int(count or 0), "oldest_received_at": iso(oldest)}
+
+
+async def _record(engine: AsyncEngine, hasher: Hasher, summary: dict[str, Any],
+                  before: dict[str, Any] | None) -> None:
+    """The purge's own audit event (action `audit.purge`): a one-event chain named after this
+    run, the log's size before and after, and the summary as its response body."""
+    event = AuditEvent(f"purge-{time_ordered_id()}", PURGE_ENDPOINT)
+    event.fields.update(key_id=CLI_KEY_ID, key_name=cli_actor_name())
+    event.change("audit.purge", "audit", target_name="audit log")
+    event.changed(before, {**await log_stats(engine), "deleted": summary["deleted"],
+                           "cutoff": summary["cutoff"]})
+    event.close(200)
+    await write_chain(engine, hasher, [event.fields], prefix="purge",
+                      response_bodies=[summary])

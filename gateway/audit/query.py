@@ -2,7 +2,8 @@
 
 Filters are the query parameters of DESIGN.md (`key_id`, `team`, `user`, `model_requested`,
 `model_served`, `deployment`, `template_name`, `status_code`, `error_code`, `request_id`,
-`stream`, `pii_kind`, `since`, `until`) plus `limit` and `cursor`; anything else, a value of the
+`stream`, `pii_kind`, `since`, `until`; for admin changes `action`, `actor_key_id`,
+`target_type`, `target_id`) plus `limit` and `cursor`; anything else, a value of the
 wrong type, a backwards time range or `limit` over 1000 is a 400. The time range is half-open:
 `since <= received_at < until`.
 
@@ -25,7 +26,7 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import Select, and_, select
+from sqlalchemy import Select, and_, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.audit.csv_cells import csv_cell, csv_writer
@@ -39,7 +40,8 @@ DEFAULT_LIMIT = 100
 EXPORT_PAGE = 500  # rows per read: memory stays flat even with large bodies
 
 TEXT_FILTERS = ("key_id", "team", "user", "model_requested", "model_served", "deployment",
-                "template_name", "error_code", "request_id")
+                "template_name", "error_code", "request_id", "action", "actor_key_id",
+                "target_type", "target_id")
 FILTERS = (*TEXT_FILTERS, "status_code", "stream", "pii_kind", "since", "until")
 PAGING = ("limit", "cursor")
 
@@ -50,7 +52,8 @@ EVENT_FIELDS = ("id", "request_id", "received_at", "first_byte_at", "completed_a
                 "input_tokens", "output_tokens", "total_tokens", "cost_usd", "latency_ms",
                 "status_code", "error_code", "pii", "stream", "cancelled", "partial",
                 "usage_source", "cost_estimated", "request_body", "response_body",
-                "prev_hash", "hash")
+                "prev_hash", "hash", "action", "actor_key_id", "target_type", "target_id",
+                "target_name", "before", "after")
 _TIMES = ("received_at", "first_byte_at", "completed_at")
 _ROW_COLUMNS = (*(c for c in EVENT_FIELDS
                   if c not in ("cost_usd", "request_body", "response_body")), "cost_nanos")
@@ -269,6 +272,24 @@ async def fetch_page(engine: AsyncEngine, query: AuditQuery, signer: CursorSigne
     return {"data": [event_json(r) for r in rows], "next_cursor": cursor}
 
 
+async def fetch_page_plain(engine: AsyncEngine, query: AuditQuery) -> list[dict[str, Any]]:
+    """One page of events, newest first, without a cursor (for the gateway's own reads)."""
+    stmt = build_select(query, limit=query.limit, after_id=query.after_id)
+    async with engine.connect() as conn:
+        return [event_json(dict(r)) for r in (await conn.execute(stmt)).mappings()]
+
+
+COUNT_CAP = 100_000  # counting stops here: "more than 100,000" is enough for a person
+
+
+async def count_events(engine: AsyncEngine, query: AuditQuery) -> int:
+    """How many events match (at most `COUNT_CAP + 1`: beyond the cap the count stops)."""
+    inner = build_select(query, limit=COUNT_CAP + 1, after_id=None, with_bodies=False)
+    stmt = select(func.count()).select_from(inner.subquery())
+    async with engine.connect() as conn:
+        return int((await conn.execute(stmt)).scalar_one())
+
+
 async def fetch_one(engine: AsyncEngine, event_id: str, scope_team: str | None = None
                     ) -> dict[str, Any] | None:
     query = AuditQuery(filters={"team": scope_team} if scope_team is not None else {})
@@ -299,25 +320,33 @@ async def iter_events(engine: AsyncEngine, query: AuditQuery) -> AsyncIterator[d
 async def export_lines(engine: AsyncEngine, query: AuditQuery, fmt: str
                        ) -> AsyncIterator[bytes]:
     """The export body, chunk by chunk: CSV with a header row, or one JSON object a line."""
+    async for chunk, _ in export_events(engine, query, fmt):
+        yield chunk
+
+
+async def export_events(engine: AsyncEngine, query: AuditQuery, fmt: str
+                        ) -> AsyncIterator[tuple[bytes, int]]:
+    """`export_lines`' chunks, each with the number of events written so far."""
+    count = 0
     if fmt == "csv":
         buf = io.StringIO()
         writer = csv_writer(buf)  # formula-safe cells: see gateway/audit/csv_cells.py
         writer.writerow(EVENT_FIELDS)
-        count = 0
         async for event in iter_events(engine, query):
             writer.writerow([csv_cell(event[name]) for name in EVENT_FIELDS])
             count += 1
             if count % 200 == 0:
-                yield buf.getvalue().encode()
+                yield buf.getvalue().encode(), count
                 buf.seek(0)
                 buf.truncate()
-        yield buf.getvalue().encode()
+        yield buf.getvalue().encode(), count
         return
     chunk: list[bytes] = []
     async for event in iter_events(engine, query):
         chunk.append(orjson.dumps(event) + b"\n")
+        count += 1
         if len(chunk) >= 200:
-            yield b"".join(chunk)
+            yield b"".join(chunk), count
             chunk.clear()
     if chunk:
-        yield b"".join(chunk)
+        yield b"".join(chunk), count

@@ -55,6 +55,8 @@ def _pg_unnest_insert(table: Any) -> tuple[str, tuple[str, ...], frozenset[str]]
 
 
 _PG_STATEMENTS: dict[str, tuple[str, tuple[str, ...], frozenset[str]]] = {}
+_EVENT_NAMES = tuple(str(c.name) for c in audit_events.columns)
+_EVENT_WIDTH = len(_EVENT_NAMES)
 
 
 def split_records(records: list[dict[str, Any]]
@@ -65,6 +67,9 @@ def split_records(records: list[dict[str, Any]]
     kinds: list[dict[str, Any]] = []
     for record in records:
         row = record["e"]
+        if len(row) < _EVENT_WIDTH:  # spooled by an older version: its columns were fewer
+            for name in _EVENT_NAMES:
+                row.setdefault(name, None)
         events.append(row)
         if "rb" in record or "sb" in record:
             bodies.append({"event_id": row["id"], "request_body": record.get("rb"),
@@ -117,6 +122,8 @@ async def store_records(engine: AsyncEngine, records: list[dict[str, Any]]) -> N
     for row in events:  # the rows are this batch's own (parsed from the spool): edit in place
         if row["pii"] is not None:
             row["pii"] = _json_text(row["pii"])
+        if row["before"] is not None or row["after"] is not None:  # an admin change's values
+            row["before"], row["after"] = _json_text(row["before"]), _json_text(row["after"])
     async with engine.begin() as conn:  # commits (or rolls back) the driver's transaction
         raw = await conn.get_raw_connection()
         driver = raw.driver_connection

@@ -21,10 +21,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gateway.audit.chain import GENESIS, HASHED_COLUMNS, Hasher
+from gateway.audit.chain import GENESIS, HASHED_COLUMNS, LATE_COLUMNS, Hasher
 from gateway.storage.tables import audit_bodies, audit_checkpoints, audit_events
 from gateway.timeutil import iso
 
@@ -37,6 +37,12 @@ class ChainReport:
     events_checked: int = 0
     first_bad_id: str | None = None
     reason: str | None = None
+    events_beyond_break: int = 0  # the chain's events after the bad one: not checked
+
+    def as_api(self) -> dict[str, Any]:
+        return {"chain": self.replica, "events_checked": self.events_checked,
+                "first_bad_id": self.first_bad_id, "reason": self.reason,
+                "events_beyond_break": self.events_beyond_break}
 
 
 @dataclass
@@ -45,10 +51,25 @@ class VerifyResult:
     events_checked: int
     first_bad_id: str | None
     chains: list[ChainReport] = field(default_factory=list)
+    hmac: bool = False  # False: plain SHA-256, which anyone who can write the table can redo
+
+    @property
+    def first_break(self) -> ChainReport | None:
+        """The chain whose first bad event is `first_bad_id`."""
+        return next((c for c in self.chains if c.first_bad_id == self.first_bad_id
+                     and c.first_bad_id is not None), None)
 
     def as_api(self) -> dict[str, Any]:
+        """The contract's `ok`, `events_checked`, `first_bad_id`; then the whole truth: the
+        reason, the chain and how many of its events lie beyond the break, whether the chain
+        is keyed (HMAC), and every chain's own report."""
+        first = self.first_break
         return {"ok": self.ok, "events_checked": self.events_checked,
-                "first_bad_id": self.first_bad_id}
+                "first_bad_id": self.first_bad_id,
+                "reason": first.reason if first else None,
+                "chain": first.replica if first else None,
+                "events_beyond_break": sum(c.events_beyond_break for c in self.chains),
+                "hmac": self.hmac, "chains": [c.as_api() for c in self.chains]}
 
 
 def checkpoint_mac(hasher: Hasher, row: dict[str, Any]) -> str | None:
@@ -84,9 +105,22 @@ async def verify_chains(engine: AsyncEngine, hasher: Hasher,
         checked += report.events_checked
         if progress is not None:
             progress(checked)
+    for report in reports:
+        if report.first_bad_id is not None:
+            report.events_beyond_break = max(
+                0, await _chain_size(engine, report.replica) - report.events_checked)
     bad = sorted(r.first_bad_id for r in reports if r.first_bad_id is not None)
     return VerifyResult(ok=not bad, events_checked=checked,
-                        first_bad_id=bad[0] if bad else None, chains=reports)
+                        first_bad_id=bad[0] if bad else None, chains=reports,
+                        hmac=hasher.key is not None)
+
+
+async def _chain_size(engine: AsyncEngine, replica: str | None) -> int:
+    e = audit_events
+    where = e.c.replica.is_(None) if replica is None else e.c.replica == replica
+    async with engine.connect() as conn:
+        return int((await conn.execute(select(func.count()).select_from(e).where(where)))
+                   .scalar_one())
 
 
 async def _unchained(engine: AsyncEngine) -> ChainReport:
@@ -111,10 +145,10 @@ async def _verify_chain(engine: AsyncEngine, hasher: Hasher, replica: str,
         expected_seq, expected_prev = checkpoint["seq"] + 1, checkpoint["hash"]
         if hasher.key is not None and checkpoint.get("mac") != checkpoint_mac(hasher, checkpoint):
             checkpoint_ok = False
-    columns = [e.c[name] for name in HASHED_COLUMNS] + [
+    columns = [e.c[name] for name in (*HASHED_COLUMNS, *LATE_COLUMNS)] + [
         e.c.hash, audit_bodies.c.request_body, audit_bodies.c.response_body]
     source = e.outerjoin(audit_bodies, audit_bodies.c.event_id == e.c.id)
-    names = [*HASHED_COLUMNS, "hash", "request_body", "response_body"]
+    names = [*HASHED_COLUMNS, *LATE_COLUMNS, "hash", "request_body", "response_body"]
     state: dict[str, Any] = {"seq": expected_seq, "prev": expected_prev}
 
     def check_page(rows: list[dict[str, Any]]) -> bool:
@@ -169,7 +203,7 @@ def _check(hasher: Hasher, row: dict[str, Any], expected_seq: int, expected_prev
         return f"expected event {expected_seq} of the chain, found {row['seq']}"
     if row["prev_hash"] != expected_prev:
         return "prev_hash does not match the previous event's hash"
-    content = {name: row[name] for name in HASHED_COLUMNS}
+    content = {name: row[name] for name in (*HASHED_COLUMNS, *LATE_COLUMNS)}
     if hasher.row_hash(content, row["request_body"], row["response_body"]) != row["hash"]:
         return "the event's content does not match its hash"
     return None

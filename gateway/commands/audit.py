@@ -21,7 +21,8 @@ from gateway.settings import Settings
 
 _FILTER_OPTIONS = ("key_id", "team", "user", "model_requested", "model_served", "deployment",
                    "template_name", "status_code", "error_code", "request_id", "stream",
-                   "pii_kind", "since", "until")
+                   "pii_kind", "since", "until", "action", "actor_key_id", "target_type",
+                   "target_id")
 
 
 def _run(settings: Settings, work: Callable[[Any], Awaitable[Any]]) -> Any:
@@ -56,36 +57,57 @@ def cmd_query(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
-    from gateway.audit.query import export_lines
+    from gateway.audit.query import export_events
+    from gateway.commands.progress import Progress
 
     query = _query(args, settings, export=True)
+    progress = Progress("exported")
 
-    async def write(engine: Any) -> None:
+    async def write(engine: Any) -> int:
         out = open(args.output, "wb") if args.output else sys.stdout.buffer  # noqa: SIM115
         try:
-            async for chunk in export_lines(engine, query, args.format):
+            async for chunk, count in export_events(engine, query, args.format):
                 out.write(chunk)
+                progress.update(count)
         finally:
             if args.output:
                 out.close()
             else:
                 out.flush()
+        return progress.count
 
-    _run(settings, write)
+    count = _run(settings, write)
+    progress.done()
+    if args.output:
+        print(f"wrote {count} event{'s' if count != 1 else ''} to {args.output} "
+              f"({args.format})", file=sys.stderr)
     return 0
+
+
+NO_HMAC_WARNING = ("warning: no GATEWAY_AUDIT_HMAC_KEY is set: the chain is plain SHA-256, "
+                   "so anyone with write access to the database can rewrite events and "
+                   "recompute a consistent chain. Set the key (the same on every replica) "
+                   "to make that impossible without it.")
 
 
 def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
     from gateway.audit.chain import hasher_from_settings
     from gateway.audit.verify import verify_chains
+    from gateway.commands.progress import Progress
 
-    result = _run(settings, lambda engine: verify_chains(engine, hasher_from_settings(settings)))
+    progress = Progress("checked")
+    result = _run(settings, lambda engine: verify_chains(
+        engine, hasher_from_settings(settings), progress=progress.update))
+    progress.done()
     print(orjson.dumps(result.as_api()).decode())
     for chain in result.chains:
-        state = "ok" if chain.first_bad_id is None else \
-            f"BROKEN at {chain.first_bad_id}: {chain.reason}"
-        print(f"chain {chain.replica or '(none)'}: {chain.events_checked} events, {state}",
-              file=sys.stderr)
+        state = "ok" if chain.first_bad_id is None else (
+            f"BROKEN at event {chain.first_bad_id}: {chain.reason}; "
+            f"{chain.events_beyond_break} later event(s) of this chain not checked")
+        print(f"chain {chain.replica or '(none)'}: {chain.events_checked} events checked, "
+              f"{state}", file=sys.stderr)
+    if not result.hmac:
+        print(NO_HMAC_WARNING, file=sys.stderr)
     return 0 if result.ok else 1
 
 
@@ -115,9 +137,14 @@ def cmd_purge(args: argparse.Namespace, settings: Settings) -> int:
         n = _run(settings, lambda engine: count_expired(engine, cutoff))
         print(orjson.dumps({"cutoff": iso(cutoff), "expired": n, "dry_run": True}).decode())
         return 0
+    from gateway.commands.progress import Progress
+
     hasher = hasher_from_settings(settings)
+    progress = Progress("deleted")
     summary = _run(settings, lambda engine: purge(engine, hasher, cutoff,
-                                                  batch_size=args.batch_size))
+                                                  batch_size=args.batch_size,
+                                                  progress=progress.update))
+    progress.done()
     print(orjson.dumps(summary).decode())
     return 0
 
@@ -132,6 +159,10 @@ _FILTER_HELP = {
     "pii_kind": "events where this PII kind was found (email, credit_card, …)",
     "since": "from this ISO 8601 UTC time, e.g. 2026-12-01T00:00:00Z",
     "until": "up to this ISO 8601 UTC time",
+    "action": "admin changes of this kind, e.g. key.revoke or template.label.set",
+    "actor_key_id": "admin changes made by this key id (bootstrap, cli, key_…)",
+    "target_type": "admin changes to a key, team, template, policy or audit",
+    "target_id": "admin changes to this key id, team name or template name",
 }
 
 
@@ -165,6 +196,7 @@ def register(sub: Any) -> None:
                     "as /audit/events, /audit/export and /audit/verify).",
         epilog="examples:\n  gateway audit query --status-code 429 --limit 20\n"
                "  gateway audit export --since 2026-12-01T00:00:00Z --format csv -o dec.csv\n"
+               "  gateway audit query --action key.revoke --target-id key_…\n"
                "  gateway audit verify\n  gateway audit purge --dry-run",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     ).add_subparsers(dest="audit_command", required=True, metavar="ACTION")

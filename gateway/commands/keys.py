@@ -1,4 +1,5 @@
-"""`gateway keys create|list|revoke`: the same rules as `/admin/keys`, straight on the database."""
+"""`gateway keys create|list|update|revoke`: the rules of `/admin/keys`, straight on the
+database; every change is an audit event (`gateway.commands.changes`)."""
 
 from __future__ import annotations
 
@@ -6,88 +7,159 @@ import argparse
 import sys
 from typing import Any
 
-import orjson
-
-from gateway.commands.database import run_on_database
+from gateway.commands.admin_common import (
+    Refused,
+    add_limit_options,
+    check_models,
+    check_team,
+    fields_from,
+    print_json,
+    print_validation_errors,
+    subcommand,
+    with_stores,
+)
+from gateway.commands.changes import ChangeLog
 from gateway.settings import Settings
 
-
-def _with_keys(settings: Settings, fn: Any) -> Any:
-    """`fn(keys, teams)` on the checked database (exit 3 when it is not usable)."""
-    from gateway.storage.keys import KeyStore, TeamStore
-
-    return run_on_database(settings, lambda engine: fn(KeyStore(engine), TeamStore(engine)))
+_LIMITS = ("rpm", "tpm", "max_concurrent", "budget_usd", "budget_period", "expires_at")
+CLEARABLE = ("team", "models", "rpm", "tpm", "max_concurrent", "budget_usd", "expires_at",
+             "metadata")
 
 
 def cmd_keys_create(args: argparse.Namespace, settings: Settings) -> int:
     from pydantic import ValidationError
 
-    from gateway.keys.schemas import KeyCreate, key_view, to_row
+    from gateway.keys.schemas import KeyCreate, key_change_view, key_view, to_row
 
-    fields: dict[str, Any] = {"name": args.name, "role": args.role}
-    for name in ("team", "rpm", "tpm", "max_concurrent", "budget_usd", "budget_period",
-                 "expires_at"):
-        value = getattr(args, name)
-        if value is not None:
-            fields[name] = value
-    if args.models is not None:
-        fields["models"] = [m for m in args.models.split(",") if m]
+    fields = {"name": args.name, "role": args.role, **fields_from(args, ("team", *_LIMITS))}
     try:
         body = KeyCreate.model_validate(fields)
+        check_models(settings, body.models)
     except ValidationError as exc:
-        for err in exc.errors():
-            print(f"{'.'.join(map(str, err['loc']))}: {err['msg']}", file=sys.stderr)
-        return 2
-
-    async def create(keys: Any, teams: Any) -> tuple[dict, str] | None:
-        if body.team is not None and await teams.get(body.team) is None:
-            return None
-        return await keys.create(to_row(body.model_dump()))
-
-    result = _with_keys(settings, create)
-    if result is None:
-        print(f"unknown team {body.team!r}", file=sys.stderr)
+        return print_validation_errors(exc)
+    except Refused as exc:
+        print(exc, file=sys.stderr)
         return 1
-    row, secret = result
-    print(orjson.dumps({**key_view(row), "key": secret}, option=orjson.OPT_INDENT_2).decode())
-    print("Store the key now: it is shown only once.", file=sys.stderr)
+    log = ChangeLog("gateway keys create")
+
+    async def create(keys: Any, teams: Any, engine: Any) -> tuple[dict, str]:
+        await check_team(teams, body.team)
+        row, secret = await keys.create(to_row(body.model_dump()))
+        log.add("key.create", "key", row["id"], row["name"], None, key_change_view(row))
+        await log.write(engine, settings)
+        return row, secret
+
+    try:
+        row, secret = with_stores(settings, create)
+    except Refused as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    print_json({**key_view(row), "key": secret})
+    print(f"Created key {row['id']} ({row['name']}). Store the key now: it is shown only "
+          "once.", file=sys.stderr)
     return 0
 
 
 def cmd_keys_list(args: argparse.Namespace, settings: Settings) -> int:
     from gateway.keys.schemas import key_view
 
-    rows = _with_keys(settings, lambda keys, teams: keys.list(team=args.team))
-    print(orjson.dumps({"data": [key_view(r) for r in rows]}, option=orjson.OPT_INDENT_2)
-          .decode())
+    rows = with_stores(settings, lambda keys, teams, engine: keys.list(team=args.team))
+    print_json({"data": [key_view(r) for r in rows]})
+    return 0
+
+
+def cmd_keys_update(args: argparse.Namespace, settings: Settings) -> int:
+    from pydantic import ValidationError
+
+    from gateway.keys.schemas import KeyUpdate, key_change_view, key_view, to_row
+
+    fields = fields_from(args, ("name", "team", "role", *_LIMITS))
+    for name in args.clear or ():
+        if name in fields:
+            print(f"--{name.replace('_', '-')} and --clear {name}: choose one", file=sys.stderr)
+            return 2
+        fields[name] = None
+    if not fields:
+        print("nothing to change: give at least one option (see --help)", file=sys.stderr)
+        return 2
+    try:
+        body = KeyUpdate.model_validate(fields)
+        check_models(settings, body.models)
+    except ValidationError as exc:
+        return print_validation_errors(exc)
+    except Refused as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    changes = {name: getattr(body, name) for name in fields}
+    log = ChangeLog("gateway keys update")
+
+    async def update(keys: Any, teams: Any, engine: Any) -> dict | None:
+        before = await keys.get(args.key_id)
+        if before is None:
+            return None
+        await check_team(teams, changes.get("team"))
+        row = await keys.update(args.key_id, to_row(changes))
+        log.add("key.update", "key", row["id"], row["name"], key_change_view(before),
+                key_change_view(row))
+        await log.write(engine, settings)
+        return row
+
+    try:
+        row = with_stores(settings, update)
+    except Refused as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    if row is None:
+        print(f"no key with id {args.key_id!r} (ids look like key_…: gateway keys list)",
+              file=sys.stderr)
+        return 1
+    print_json(key_view(row))
+    print(f"Updated key {row['id']} ({row['name']}): {', '.join(sorted(changes))}. Running "
+          "gateways apply it within a few seconds.", file=sys.stderr)
     return 0
 
 
 def cmd_keys_revoke(args: argparse.Namespace, settings: Settings) -> int:
-    row = _with_keys(settings, lambda keys, teams: keys.revoke(args.key_id))
+    from gateway.keys.schemas import key_change_view
+    from gateway.timeutil import iso
+
+    log = ChangeLog("gateway keys revoke")
+
+    async def revoke(keys: Any, teams: Any, engine: Any) -> tuple[dict | None, bool]:
+        before = await keys.get(args.key_id)
+        if before is None or before["revoked_at"] is not None:
+            return before, False
+        row = await keys.revoke(args.key_id)
+        log.add("key.revoke", "key", row["id"], row["name"], key_change_view(before),
+                key_change_view(row))
+        await log.write(engine, settings)
+        return row, True
+
+    row, revoked = with_stores(settings, revoke)
     if row is None:
-        print(f"no key with id {args.key_id!r}", file=sys.stderr)
+        print(f"no key with id {args.key_id!r} (ids look like key_…: gateway keys list)",
+              file=sys.stderr)
         return 1
-    print(f"revoked {row['id']} ({row['name']})")
+    if not revoked:
+        print(f"{row['id']} ({row['name']}) was already revoked at {iso(row['revoked_at'])}: "
+              "nothing changed")
+        return 0
+    print(f"revoked {row['id']} ({row['name']}): it answers 401 from now on")
     return 0
-
-
-def _parser(keys: Any, name: str, help_text: str, epilog: str) -> argparse.ArgumentParser:
-    return keys.add_parser(name, help=help_text, description=help_text[0].upper()
-                           + help_text[1:] + ".", epilog=epilog,
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
 def register(sub: Any) -> None:
     keys = sub.add_parser(
         "keys", help="manage virtual keys",
-        description="Create, list and revoke virtual keys, straight on the database (the "
-                    "same rules as /admin/keys).",
+        description="Create, list, update and revoke virtual keys, straight on the database "
+                    "(the same rules as /admin/keys; every change is an audit event).",
         epilog="examples:\n  gateway keys create --name my-app --models demo,demo-embed "
-               "--rpm 600\n  gateway keys list --team search\n  gateway keys revoke key_…",
+               "--rpm 600\n  gateway keys list --team search\n"
+               "  gateway keys update key_… --rpm 1200 --clear budget_usd\n"
+               "  gateway keys revoke key_…",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     ).add_subparsers(dest="keys_command", required=True, metavar="ACTION")
-    create = _parser(keys, "create", "create a key (its secret is printed once)",
+    create = subcommand(keys, "create", "create a key (its secret is printed once)",
                      "example:\n  gateway keys create --name my-app --team search "
                      "--models demo --rpm 600 --budget-usd 25 --budget-period month")
     create.add_argument("--name", required=True, help="a name for people (unique not required)")
@@ -95,25 +167,30 @@ def register(sub: Any) -> None:
     create.add_argument("--role", default="app", choices=["app", "admin", "compliance"],
                         help="app calls /v1; admin also manages; compliance reads the audit "
                              "log (default: app)")
-    create.add_argument("--models", help="comma-separated model names this key may use "
-                        "(default: every model its team may use)")
-    create.add_argument("--rpm", type=int, help="requests per minute")
-    create.add_argument("--tpm", type=int, help="tokens per minute")
-    create.add_argument("--max-concurrent", dest="max_concurrent", type=int,
-                        help="requests in flight at once")
-    create.add_argument("--budget-usd", dest="budget_usd", type=float,
-                        help="spend cap in USD per budget period")
-    create.add_argument("--budget-period", dest="budget_period",
-                        choices=["day", "month", "total"],
-                        help="the budget's period (default: month)")
+    add_limit_options(create)
     create.add_argument("--expires-at", dest="expires_at",
                         help="ISO 8601 UTC time, e.g. 2027-01-01T00:00:00Z")
     create.set_defaults(func=cmd_keys_create)
-    lst = _parser(keys, "list", "list keys (never their secrets), as JSON",
+    lst = subcommand(keys, "list", "list keys (never their secrets; `revoked` says which no "
+                  "longer work), as JSON",
                   "example:\n  gateway keys list\n  gateway keys list --team search")
     lst.add_argument("--team", help="only the keys of this team")
     lst.set_defaults(func=cmd_keys_list)
-    revoke = _parser(keys, "revoke", "revoke a key; it answers 401 from then on",
+    update = subcommand(keys, "update", "change a key's name, team, role, models, limits or "
+                     "budget",
+                     "examples:\n  gateway keys update key_… --rpm 1200 --budget-usd 50\n"
+                     "  gateway keys update key_… --clear rpm --clear models")
+    update.add_argument("key_id", help="the key's id (key_…), not its secret")
+    update.add_argument("--name", help="a new name")
+    update.add_argument("--team", help="move the key to this team")
+    update.add_argument("--role", choices=["app", "admin", "compliance"], help="a new role")
+    add_limit_options(update, update=True)
+    update.add_argument("--expires-at", dest="expires_at",
+                        help="ISO 8601 UTC time, e.g. 2027-01-01T00:00:00Z")
+    update.add_argument("--clear", action="append", choices=CLEARABLE, metavar="FIELD",
+                        help="remove a setting (repeatable): " + ", ".join(CLEARABLE))
+    update.set_defaults(func=cmd_keys_update)
+    revoke = subcommand(keys, "revoke", "revoke a key; it answers 401 from then on",
                      "example:\n  gateway keys revoke key_01JD…   (the id from `gateway keys "
                      "list`)")
     revoke.add_argument("key_id", help="the key's id (key_…), not its secret")

@@ -122,6 +122,21 @@ def key_view(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def key_fingerprint(row: dict[str, Any]) -> str:
+    """What identifies a key's secret in the audit log: a prefix of its stored SHA-256 (one
+    way; neither the secret nor its first characters)."""
+    return "sha256:" + str(row["key_hash"])[:16]
+
+
+def key_change_view(row: dict[str, Any]) -> dict[str, Any]:
+    """A key as an admin-change event records it: its fields, the secret only as a
+    fingerprint (not even `key_prefix`, which is the secret's first characters)."""
+    view = key_view(row)
+    del view["key_prefix"]
+    view["key_fingerprint"] = key_fingerprint(row)
+    return view
+
+
 def team_view(row: dict[str, Any]) -> dict[str, Any]:
     return {
         "id": row["id"], "name": row["name"], "models": row["models"], "rpm": row["rpm"],

@@ -26,6 +26,7 @@ class EffectivePolicy:
     pii: Any
     audit: AuditRules
     sources: tuple[str, ...]
+    origins: tuple[tuple[str, str], ...] = ()  # (section, the policy it came from)
 
     def as_dict(self, name: str) -> dict[str, Any]:
         out: dict[str, Any] = {"name": name, "applies_to": {"teams": [], "keys": []}}
@@ -40,6 +41,12 @@ def load_policy_file(path: Path, shown: str) -> tuple[Policy | None, list[str]]:
     data, problems = read_yaml_mapping(path, shown)
     if data is None:
         return None, problems
+    return policy_from_mapping(data, shown)
+
+
+def policy_from_mapping(data: dict[str, Any], shown: str) -> tuple[Policy | None, list[str]]:
+    """A policy file's content, checked as `reload` checks it: the policy, or `FILE: key:
+    reason` lines."""
     try:
         policy = Policy.model_validate(data)
     except ValidationError as exc:
@@ -127,23 +134,31 @@ class PolicySet:
             return found
         merged: dict[str, Any] = {}
         sources: list[str] = []
+        origins: list[tuple[str, str]] = []
         for policy in self.chain(principal):
             used = False
             for section in SECTIONS:
                 value = getattr(policy, section)
                 if value is not None and section not in merged:
                     merged[section] = value
+                    origins.append((section, policy.name))
                     used = True
             if used:
                 sources.append(policy.name)
         result = EffectivePolicy(models=merged.get("models"), limits=merged.get("limits"),
                                  budget=merged.get("budget"), pii=merged.get("pii"),
                                  audit=merged.get("audit") or self.default_audit,
-                                 sources=tuple(sources))
+                                 sources=tuple(sources), origins=tuple(origins))
         if len(self._cache) > 10_000:
             self._cache.clear()
         self._cache[cache_key] = result
         return result
+
+
+def policy_set_change(policies: PolicySet) -> dict[str, Any]:
+    """A policy set as an admin-change event records it: every policy, as loaded."""
+    return {"policies": {name: policies.policies[name].model_dump(exclude_none=True)
+                         for name in policies.names()}}
 
 
 class PolicyRegistry:

@@ -18,7 +18,8 @@ from gateway.storage.tables_spend import spend_rollups as t
 from gateway.timeutil import utcnow
 
 GROUPS = {"key": t.c.key_id, "team": t.c.team, "model": t.c.model, "template": t.c.template}
-GROUP_BY = ("key", "team", "model", "template", "day")
+GROUP_BY = ("key", "team", "model", "template", "day", "hour")
+_TIME_FORMATS = {"day": "%Y-%m-%d", "hour": "%Y-%m-%dT%H:00Z"}
 COMPACT_LOOKBACK = timedelta(days=7)
 
 # (hour bucket, key id, team, model, template)
@@ -111,8 +112,8 @@ class SpendRows:
 
     async def query(self, group_by: str, *, since: datetime | None = None,
                     until: datetime | None = None, team: str | None = None,
-                    key_id: str | None = None, model: str | None = None
-                    ) -> list[dict[str, Any]]:
+                    key_id: str | None = None, model: str | None = None,
+                    template: str | None = None) -> list[dict[str, Any]]:
         """Sums per group; `since`/`until` at hour resolution (a bucket counts when its
         hour starts at or after the hour of `since`, and before `until`)."""
         cond = []
@@ -120,24 +121,28 @@ class SpendRows:
             cond.append(t.c.bucket >= hour(since))
         if until is not None:
             cond.append(t.c.bucket < until)
-        for column, value in ((t.c.team, team), (t.c.key_id, key_id), (t.c.model, model)):
+        for column, value in ((t.c.team, team), (t.c.key_id, key_id), (t.c.model, model),
+                              (t.c.template, template)):
             if value is not None:
                 cond.append(column == value)
-        column = t.c.bucket if group_by == "day" else GROUPS[group_by]
+        column = t.c.bucket if group_by in _TIME_FORMATS else GROUPS[group_by]
         query = select(column, func.sum(t.c.requests), func.sum(t.c.input_tokens),
                        func.sum(t.c.output_tokens), func.sum(t.c.cost_nanos)).group_by(column)
         if cond:
             query = query.where(and_(*cond))
         async with self.engine.connect() as conn:
             rows = (await conn.execute(query)).all()
-        return _rows(rows, by_day=group_by == "day")
+        return _rows(rows, time_format=_TIME_FORMATS.get(group_by))
 
 
-def _rows(rows: Iterable[Any], *, by_day: bool) -> list[dict[str, Any]]:
+def _rows(rows: Iterable[Any], *, time_format: str | None) -> list[dict[str, Any]]:
+    """Sums per group; time groups (`day`: `YYYY-MM-DD`, `hour`: `YYYY-MM-DDTHH:00Z`) in
+    time order, other groups by cost."""
+    by_day = time_format is not None
     sums: dict[Any, Sums] = {}
     for group, req, inp, out, cost in rows:
-        if by_day:
-            group = group.strftime("%Y-%m-%d")
+        if time_format is not None:
+            group = group.strftime(time_format)
         sums.setdefault(group, Sums()).add(Sums(int(req or 0), int(inp or 0), int(out or 0),
                                                 int(cost or 0)))
     data = [{"group": g, "requests": s.requests, "input_tokens": s.input_tokens,

@@ -104,6 +104,16 @@ audit_events = Table(
     Column("seq", BigInteger, nullable=True),
     Column("prev_hash", String(64), nullable=True),
     Column("hash", String(64), nullable=True),
+    # Admin changes (migration 0007): what was changed, by whom, and its values before and
+    # after (secrets only as fingerprints). Added after the chain's first rows: hashed only
+    # when set, so the rows written before them verify as they were (`audit/chain.py`).
+    Column("action", String(64), nullable=True),  # key.create, template.label.set, ...
+    Column("actor_key_id", String(32), nullable=True),
+    Column("target_type", String(32), nullable=True),  # key, team, template, policy, audit
+    Column("target_id", String(128), nullable=True),
+    Column("target_name", String(256), nullable=True),
+    Column("before", JSON, nullable=True),
+    Column("after", JSON, nullable=True),
     # One index per audit filter, ending in `id` so "filter, newest first, LIMIT n" is a range
     # scan; the chain index serves verify and purge.
     Index("ix_audit_events_key_id_id", "key_id", "id"),
@@ -116,6 +126,10 @@ audit_events = Table(
     Index("ix_audit_events_status_code_id", "status_code", "id"),
     Index("ix_audit_events_error_code_id", "error_code", "id"),
     Index("ix_audit_events_replica_seq", "replica", "seq"),
+    Index("ix_audit_events_action_id", "action", "id"),
+    Index("ix_audit_events_actor_key_id_id", "actor_key_id", "id"),
+    Index("ix_audit_events_target_type_id", "target_type", "id"),
+    Index("ix_audit_events_target_id_id", "target_id", "id"),
 )
 
 audit_bodies = Table(

@@ -107,6 +107,16 @@ class TemplateStore:
                 )).mappings())
         return token, versions, labels
 
+    async def history(self, name: str, limit: int = 200) -> list[dict[str, Any]]:
+        """The template's changes, newest first: `{"kind": "version"|"label"|"unlabel",
+        "version", "label", "detail", "actor", "at"}` (who moved which label when)."""
+        c = template_changes
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(
+                select(c.c.kind, c.c.version, c.c.label, c.c.detail, c.c.actor, c.c.at)
+                .where(c.c.name == name).order_by(c.c.id.desc()).limit(limit))
+            return [dict(r) for r in rows.mappings()]
+
     @_one_writer
     async def add_version(self, doc: Mapping[str, Any], content_hash: str, *, author: str | None,
                           source: str = "api", first: bool) -> dict[str, Any]:
@@ -131,8 +141,8 @@ class TemplateStore:
         raise AssertionError("unreachable")
 
     @_one_writer
-    async def sync_file(self, doc: Mapping[str, Any], content_hash: str
-                        ) -> tuple[int, bool]:
+    async def sync_file(self, doc: Mapping[str, Any], content_hash: str,
+                        path: str | None = None) -> tuple[int, bool]:
         """A file's content as a version: `(version, created)`. A new version only when the
         content differs from the newest version that came from a file (edits made through
         the API are kept; the same file synced twice changes nothing)."""
@@ -155,7 +165,8 @@ class TemplateStore:
                     row = _version_row(doc, latest + 1, content_hash, "file", None)
                     await conn.execute(insert(template_versions).values(**row))
                     await _log(conn, name, "version", version=row["version"],
-                               detail={"source": "file"})
+                               detail={"source": "file", "path": path} if path
+                               else {"source": "file"})
                 return row["version"], True
             except IntegrityError:
                 if attempt == _RETRIES - 1:

@@ -99,6 +99,6 @@ async def sync_files(store: TemplateStore, files: list[PromptFile]
     """Each file as a version: `(name, version, created)`; unchanged files create nothing."""
     out = []
     for f in files:
-        version, created = await store.sync_file(f.doc, f.content_hash)
+        version, created = await store.sync_file(f.doc, f.content_hash, f.shown)
         out.append((f.doc["name"], version, created))
     return out

@@ -73,6 +73,13 @@ class Label:
                 "canary": canary, "updated_at": iso(self.updated_at),
                 "updated_by": self.updated_by}
 
+    def change_view(self) -> dict[str, Any]:
+        """The label as an admin-change event records it (before or after a move)."""
+        canary = None
+        if self.canary_version is not None:
+            canary = {"version": self.canary_version, "percent": self.canary_percent}
+        return {"label": self.label, "version": self.version, "canary": canary}
+
     def pick(self, user: str | None) -> int:
         if self.canary_version is None or not self.canary_percent:
             return self.version

@@ -6,6 +6,7 @@ versions), and kept for the life of the process: versions never change.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
@@ -18,7 +19,13 @@ from gateway.templates.sandbox import (
     compile_message,
     render,
 )
-from gateway.templates.spec import TemplateSpec, VariableBinder, VariableSpec, example_values
+from gateway.templates.spec import (
+    TemplateSpec,
+    VariableBinder,
+    VariableSpec,
+    example_values,
+    to_yaml,
+)
 from gateway.timeutil import iso
 
 
@@ -80,6 +87,21 @@ class TemplateVersion:
                 "created_at": iso(self.created_at), "source": self.source,
                 "content_hash": self.content_hash,
                 "labels": sorted(labels or ())}
+
+
+def change_view(found: TemplateVersion) -> dict[str, Any]:
+    """A version as an admin-change event records it: which one and what identifies its
+    content (versions are immutable: `GET /admin/templates/{name}?version=V` has the text)."""
+    return {"version": found.version, "content_hash": found.content_hash,
+            "model": found.model, "description": found.doc.get("description")}
+
+
+def diff_versions(old: TemplateVersion, new: TemplateVersion) -> str:
+    """A unified diff of two versions in the file format (`name@V` headers)."""
+    return "".join(difflib.unified_diff(
+        to_yaml(dict(old.doc)).splitlines(keepends=True),
+        to_yaml(dict(new.doc)).splitlines(keepends=True),
+        fromfile=f"{old.name}@{old.version}", tofile=f"{new.name}@{new.version}"))
 
 
 def compile_messages(env: GatewaySandbox, doc: Mapping[str, Any]

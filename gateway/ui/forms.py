@@ -1,21 +1,21 @@
-"""Reading the UI's forms into API bodies, and the small queries several pages share."""
+"""Reading the UI's forms into API bodies."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
 from starlette.requests import Request
 
 from gateway.errors import GatewayError
-from gateway.ui.inprocess import ApiError, api
+from gateway.ui.inprocess import ApiError
 from gateway.web.body import read_body
 from gateway.web.context import services
 
 AUDIT_FILTERS = ("key_id", "team", "user", "model_requested", "model_served", "deployment",
                  "template_name", "status_code", "error_code", "request_id", "stream",
-                 "pii_kind", "since", "until", "limit")
+                 "pii_kind", "since", "until", "action", "actor_key_id", "target_type",
+                 "target_id", "limit")
 META = ("version", "author_key_id", "created_at", "source", "content_hash", "labels")
 
 
@@ -71,20 +71,3 @@ def limits_from(form: Any, *, patch: bool) -> dict[str, Any]:
     elif patch:
         out["models"] = None
     return out
-
-
-def month_start() -> str:
-    now = datetime.now(UTC)
-    return now.replace(day=1, hour=0, minute=0, second=0, microsecond=0).strftime(
-        "%Y-%m-%dT%H:%M:%SZ")
-
-
-async def spend_by(request: Request, group_by: str, since: str | None = None,
-                    until: str | None = None) -> dict[str, dict[str, Any]]:
-    query = {"group_by": group_by}
-    if since:
-        query["since"] = since
-    if until:
-        query["until"] = until
-    rows = (await api(request, "GET", "/admin/spend", query=query))["data"]
-    return {str(r["group"]): r for r in rows}

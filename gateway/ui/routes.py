@@ -21,7 +21,13 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from gateway.ui.access import COOKIE, page_routes
-from gateway.ui.pages.audit import audit, audit_event_page, audit_export, audit_verify
+from gateway.ui.pages.audit import (
+    audit,
+    audit_event_page,
+    audit_export,
+    audit_retention,
+    audit_verify,
+)
 from gateway.ui.pages.keys import (
     key_create,
     key_detail,
@@ -32,7 +38,13 @@ from gateway.ui.pages.keys import (
     team_update,
     teams_list,
 )
-from gateway.ui.pages.policies import policies, policy_dry_run
+from gateway.ui.pages.policies import (
+    policies,
+    policy_dry_run,
+    policy_edit,
+    policy_reload,
+    policy_save,
+)
 from gateway.ui.pages.signin import home, login, login_form, logout
 from gateway.ui.pages.spend import spend
 from gateway.ui.pages.templates import (
@@ -41,6 +53,7 @@ from gateway.ui.pages.templates import (
     template_label,
     template_new,
     template_render,
+    template_rollback,
     template_save,
     templates_list,
 )
@@ -66,6 +79,7 @@ ROUTES = [
     ("POST", "/ui/templates/{name}/edit", template_save, ADMIN),
     ("POST", "/ui/templates/{name}/render", template_render, ADMIN),
     ("POST", "/ui/templates/{name}/labels", template_label, ADMIN),
+    ("POST", "/ui/templates/{name}/rollback", template_rollback, ADMIN),
     ("GET", "/ui/keys", keys_list, ADMIN),
     ("POST", "/ui/keys", key_create, ADMIN),
     ("GET", "/ui/keys/{key_id}", key_detail, ADMIN),
@@ -79,8 +93,14 @@ ROUTES = [
     ("GET", "/ui/audit/events/{event_id}", audit_event_page, READERS),
     ("GET", "/ui/audit/export", audit_export, READERS),
     ("GET", "/ui/audit/verify", audit_verify, READERS),
+    ("GET", "/ui/audit/retention", audit_retention, READERS),
     ("GET", "/ui/policies", policies, ADMIN),
     ("POST", "/ui/policies/dry-run", policy_dry_run, ADMIN),
+    ("POST", "/ui/policies/reload", policy_reload, ADMIN),
+    ("GET", "/ui/policies/new", policy_edit, ADMIN),
+    ("POST", "/ui/policies/new", policy_save, ADMIN),
+    ("GET", "/ui/policies/{name}/edit", policy_edit, ADMIN),
+    ("POST", "/ui/policies/{name}/edit", policy_save, ADMIN),
 ]
 
 routes = [

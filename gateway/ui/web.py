@@ -11,6 +11,8 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gateway.ui.display import FILTERS
+
 HERE = Path(__file__).parent
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
        "frame-ancestors 'none'; form-action 'self'; base-uri 'none'")
@@ -24,6 +26,7 @@ NAV = [("templates", "Templates", ADMIN), ("keys", "Keys", ADMIN), ("teams", "Te
 
 env = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"),
                          autoescape=True, undefined=jinja2.StrictUndefined)
+env.filters.update(FILTERS)
 
 
 def secure(request: Request) -> bool:
