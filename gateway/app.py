@@ -32,7 +32,7 @@ from gateway.api.services import Services
 from gateway.audit.bodies import BodyRecorder
 from gateway.audit.gate import AuditDurabilityMiddleware, AuditGate
 from gateway.config import LoadedConfig, load_config
-from gateway.errors import GatewayError, InternalError, MethodNotAllowed, NotFound, clip
+from gateway.errors import GatewayError, MethodNotAllowed, NotFound, clip
 from gateway.limits.limiter import Limiter
 from gateway.limits.stage import Limits
 from gateway.offline_data import price_map_path, use_offline_tiktoken
@@ -51,6 +51,7 @@ from gateway.settings import Settings
 from gateway.storage.audit_writer import AuditWriter
 from gateway.storage.engine import create_engine
 from gateway.storage.keys import KeyStore, TeamStore
+from gateway.storage.outage import unexpected_error
 from gateway.telemetry.metrics import Metrics
 from gateway.telemetry.recorder import MetricsRecorder
 from gateway.telemetry.tracing import TraceRecorder, Tracing, TracingMiddleware
@@ -143,8 +144,7 @@ async def _http_exception(request: Request, exc: Exception) -> Response:
 
 
 async def _unhandled(request: Request, exc: Exception) -> Response:
-    log.error("unhandled error", exc_info=exc)
-    return error_response(InternalError("the gateway failed to handle this request"))
+    return error_response(unexpected_error(exc, log, "unhandled error"))
 
 
 class GatewayApp(Starlette):

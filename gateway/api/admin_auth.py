@@ -13,10 +13,11 @@ from starlette.responses import Response
 
 from gateway.api.http import services
 from gateway.context import Principal
-from gateway.errors import Forbidden, GatewayError, InternalError, InvalidRequest
+from gateway.errors import Forbidden, GatewayError, InvalidRequest
 from gateway.pipeline import audit_event
 from gateway.pipeline.body import parse_object, read_body
 from gateway.pipeline.v1 import error_response
+from gateway.storage.outage import unexpected_error
 
 log = logging.getLogger("gateway.admin")
 
@@ -55,9 +56,8 @@ def admin_endpoint(*, roles: frozenset[str] = frozenset({"admin"}), audited: boo
                     audit_event.finish(event, exc.status_code, exc.code)
                     svc.audit.submit(event)
                 return response
-            except Exception:
-                log.exception("admin endpoint failed")
-                exc = InternalError("the gateway failed to handle this request")
+            except Exception as error:
+                exc = unexpected_error(error, log, "admin endpoint failed")
                 if event is not None:
                     audit_event.finish(event, exc.status_code, exc.code)
                     svc.audit.submit(event)
