@@ -42,6 +42,7 @@ from gateway.pipeline.auth import Authenticator
 from gateway.pipeline.provider_fields import TranslatedFields
 from gateway.pipeline.v1 import ModelAccess, V1Pipeline, error_response
 from gateway.policies.store import policies_for
+from gateway.preload import preload
 from gateway.pricing import PriceBook
 from gateway.providers.demo import DemoProvider
 from gateway.providers.litellm_adapter import LiteLLMProvider
@@ -176,6 +177,9 @@ def create_app(settings: Settings | None = None, config: LoadedConfig | None = N
         await svc.templates.startup(prompt_files_for(svc.config, svc.templates.env))
         await svc.audit.start()
         await svc.limits.start()
+        if svc.settings.preload:
+            loaded = await asyncio.to_thread(preload, svc.config, svc.router.translated)
+            log.info("preloaded", extra={"loaded": loaded})
         # Start-up objects live for the whole process: keep them out of every GC pass
         # (a full pass over them was the p99 tail under load).
         gc.collect()
