@@ -69,6 +69,7 @@ class SharedStore:
         self._local_open: dict[str, Reservation] = {}  # granted by `local`, not settled
         self._settled_in_carry: dict[str, int] | None = None  # lease -> tokens
         self.recovering_until = 0.0  # monotonic: until then the local share applies too
+        self._counts_locally = mode == "local_share"  # the other modes need no local count
 
     @property
     def up(self) -> bool:
@@ -88,7 +89,7 @@ class SharedStore:
 
     async def reserve(self, r: Reservation) -> Decision:
         if self.down_since is None:
-            cautious = self.recovering_until > time.monotonic()
+            cautious = self._counts_locally and self.recovering_until > time.monotonic()
             if cautious:
                 mine = self.local.count(r, check=True)
                 if not mine.allowed:
@@ -103,7 +104,7 @@ class SharedStore:
                 if not decision.allowed:
                     if cautious:
                         self.local.uncount(r)
-                elif not cautious:
+                elif self._counts_locally and not cautious:
                     self.local.count(r, check=False)
                 return decision
         self._count_fallback()
@@ -161,7 +162,8 @@ class SharedStore:
                 log.info("redis reachable again",
                          extra={"down_s": round(time.monotonic() - self.down_since, 1)})
                 self.down_since = None
-                self.recovering_until = time.monotonic() + RECOVERY_S
+                if self._counts_locally:
+                    self.recovering_until = time.monotonic() + RECOVERY_S
                 await self._carry_over()  # what was admitted while the first was on its way
             await self._replay()
             mine = [r for r in active if r.store is self.redis]
