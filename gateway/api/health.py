@@ -26,16 +26,17 @@ async def readyz(request: Request) -> Response:
         checks["database"] = "ok"
     except Exception as exc:  # any failure means not ready; the reason is the class name only
         checks["database"] = f"unreachable ({type(exc).__name__})"
-    ready = all(v == "ok" for v in checks.values())  # redis is added below: never a reason
+    ready = all(v == "ok" for v in checks.values())
     # Redis is reported, never a reason to be unready: without it every replica falls back
     # as `limits.on_redis_error` says (local share, open, or 429 from the replica itself).
     limiter = svc.limits.status()
     if "redis" in limiter:
         state = limiter["redis"]
-        checks["redis"] = state if state == "ok" else \
-            "recovering (its local share still applies for a few seconds)" \
-            if state == "recovering" else \
-            f"unreachable (limits.on_redis_error: {limiter['on_redis_error']})"
+        if state == "recovering":  # back, and the local share still applies for 5 s
+            state = "recovering (the local share still applies for a few seconds)"
+        elif state != "ok":
+            state = f"unreachable (limits.on_redis_error: {limiter['on_redis_error']})"
+        checks["redis"] = state
     return json_response({"status": "ready" if ready else "not_ready", "checks": checks,
                           "limiter": limiter}, status_code=200 if ready else 503)
 
