@@ -47,6 +47,9 @@ class Deployment(_Strict):
     idle_timeout_s: float = Field(default=30, gt=0)
     rpm: int | None = Field(default=None, gt=0)
     tpm: int | None = Field(default=None, gt=0)
+    # Forward `/v1/responses` bodies as they are (only `model` rewritten): the upstream
+    # speaks the OpenAI Responses API itself. Otherwise they are translated to Chat.
+    native_responses: bool = False
 
     @field_validator("api_key")
     @classmethod
@@ -107,6 +110,12 @@ class AuditConfig(_Strict):
     retention_days: int = Field(default=365, ge=1)
 
 
+class ResponsesConfig(_Strict):
+    """`/v1/responses`: how long stored responses are kept (`store: true`)."""
+
+    retention_days: int = Field(default=30, ge=1)
+
+
 class GatewayConfig(_Strict):
     models: list[ModelConfig] = Field(default_factory=list)
     router: RouterConfig = RouterConfig()
@@ -116,6 +125,7 @@ class GatewayConfig(_Strict):
     prompts_dir: str = "prompts"
     policies_dir: str = "policies"
     audit: AuditConfig = AuditConfig()
+    responses: ResponsesConfig = ResponsesConfig()
 
 
 class LoadedConfig:
@@ -146,6 +156,10 @@ class LoadedConfig:
     @property
     def audit(self) -> AuditConfig:
         return self.raw.audit
+
+    @property
+    def responses(self) -> ResponsesConfig:
+        return self.raw.responses
 
     def path(self, relative: str) -> Path:
         """A path from the config, relative to the config file's folder."""
