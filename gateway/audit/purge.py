@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import socket
 import time
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -39,8 +40,10 @@ async def count_expired(engine: AsyncEngine, cutoff: datetime) -> int:
 
 
 async def purge(engine: AsyncEngine, hasher: Hasher, cutoff: datetime, *,
-                batch_size: int = 5000, record: bool = True) -> dict[str, Any]:
-    """Delete expired events; returns {"cutoff", "deleted", "chains": {replica: n}}."""
+                batch_size: int = 5000, record: bool = True,
+                also: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Delete expired events; returns {"cutoff", "deleted", "chains": {replica: n}} and
+    `also` (what the same job removed elsewhere, recorded with it)."""
     e = audit_events
     async with engine.connect() as conn:
         replicas = [r[0] for r in await conn.execute(select(e.c.replica).distinct())]
@@ -56,7 +59,7 @@ async def purge(engine: AsyncEngine, hasher: Hasher, cutoff: datetime, *,
         if n:
             chains[""] = n
             deleted += n
-    summary = {"cutoff": iso(cutoff), "deleted": deleted, "chains": chains}
+    summary = {"cutoff": iso(cutoff), "deleted": deleted, "chains": chains, **(also or {})}
     if record:
         await _record(engine, hasher, summary)
     return summary

@@ -178,14 +178,13 @@ def usage_of(usage: Any) -> Usage | None:
     out = _int(usage.get("output_tokens"))
     idet = usage.get("input_tokens_details")
     odet = usage.get("output_tokens_details")
+    total = _int(usage.get("total_tokens")) or inp + out
     details = {
-        "prompt_tokens": inp, "completion_tokens": out,
-        "total_tokens": _int(usage.get("total_tokens")) or inp + out,
+        "prompt_tokens": inp, "completion_tokens": out, "total_tokens": total,
         "prompt_tokens_details": {
             "cached_tokens": _int(idet.get("cached_tokens")) if isinstance(idet, Mapping) else 0},
         "completion_tokens_details": {
             "reasoning_tokens": _int(odet.get("reasoning_tokens"))
             if isinstance(odet, Mapping) else 0},
     }
-    source = "estimated" if usage.get(ESTIMATED) else "provider"
-    return Usage(inp, out, details["total_tokens"], source, details)
+    return Usage(inp, out, total, "estimated" if usage.get(ESTIMATED) else "provider", details)

@@ -197,12 +197,12 @@ def _tools(body: Mapping[str, Any]) -> None:
         raise invalid_value("tool_choice", "'tool_choice' must be none, auto, required or an "
                             "object with a 'type'")
     if choice["type"] == FUNCTION:
-        name = choice.get("name")
-        if not isinstance(name, str):
+        chosen = choice.get("name")
+        if not isinstance(chosen, str):
             raise invalid_value("tool_choice.name", "'tool_choice.name' must be a string")
-        if tools is not None and name not in names:
+        if tools is not None and chosen not in names:
             raise invalid_value("tool_choice.name", f"'tool_choice' names the tool "
-                                f"{name[:64]!r}, which is not in 'tools'")
+                                f"{excerpt(chosen)}, which is not in 'tools'")
 
 
 def prompt_to_template(body: dict[str, Any]) -> None:
@@ -263,7 +263,7 @@ def check_translatable(body: Mapping[str, Any]) -> None:
                             "Completions)", code="unsupported_tool")
     raw = body.get("input")
     for i, item in enumerate(raw if isinstance(raw, list) else ()):
-        kind = item.get("type", "message")
+        kind: Any = item.get("type", "message")
         if kind not in CHAT_ITEMS:
             raise invalid_value(f"input[{i}].type", f"input items of type {excerpt(kind)} are "
                                 "not supported by this model (served by translation to Chat "

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
-from sqlalchemy import delete, insert, select
+from sqlalchemy import delete, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.storage.tables_responses import responses
@@ -90,7 +90,7 @@ class ResponseStore:
         by_id = {row.id: row for row in rows}
         out = [last]
         seen = {last.id}
-        previous = last.previous_id
+        previous: str | None = last.previous_id
         while previous is not None and previous in by_id and previous not in seen:
             seen.add(previous)
             record = _row(by_id[previous])
@@ -128,8 +128,6 @@ async def purge_expired(engine: AsyncEngine, now: datetime | None = None, *,
 
 
 async def count_expired(engine: AsyncEngine, now: datetime | None = None) -> int:
-    from sqlalchemy import func
-
     r = responses.c
     async with engine.connect() as conn:
         return int((await conn.execute(select(func.count()).select_from(responses).where(
