@@ -191,6 +191,9 @@ def _tools(body: Mapping[str, Any]) -> None:
                     raise invalid_value(f"tools[{i}].{name}",
                                         f"'tools[{i}].{name}' must be {what}")
     choice = body.get("tool_choice")
+    if choice == "required" and not tools and not validate._template(body):
+        raise invalid_value("tool_choice", "'tool_choice' forces a tool, but the request has "
+                            "no 'tools'")
     if choice is None or validate._one_of(choice, _CHOICES):
         return
     if not isinstance(choice, dict) or not isinstance(choice.get("type"), str):
@@ -200,7 +203,7 @@ def _tools(body: Mapping[str, Any]) -> None:
         chosen = choice.get("name")
         if not isinstance(chosen, str):
             raise invalid_value("tool_choice.name", "'tool_choice.name' must be a string")
-        if tools is not None and chosen not in names:
+        if chosen not in names and (tools is not None or not validate._template(body)):
             raise invalid_value("tool_choice.name", f"'tool_choice' names the tool "
                                 f"{excerpt(chosen)}, which is not in 'tools'")
 
