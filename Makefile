@@ -59,7 +59,7 @@ LOCK_ARGS ?=
 
 LINT_PATHS := $(wildcard gateway tests bench migrations)
 
-.PHONY: help install install-dev run test fuzz lint bench lock clean deploy-sync
+.PHONY: help install install-dev run test fuzz lint bench lock clean deploy-sync node-clients
 
 help:
 	@sed -n 's/^#   make/  make/p' $(firstword $(MAKEFILE_LIST))
@@ -98,8 +98,16 @@ run: install
 	$(VENV)/bin/gateway migrate
 	$(VENV)/bin/gateway serve --banner
 
-test: install-dev lint
+test: install-dev lint node-clients
 	bash scripts/test-services.sh -- $(VPY) -m pytest $(PYTEST_ARGS)
+
+# Outside clients the tests drive from Node (the Vercel AI SDK), from the npm registry at the
+# versions in tests/clients/node/package-lock.json; without npm their tests skip, saying so.
+node-clients:
+	@if command -v npm >/dev/null 2>&1; then \
+	  npm ci --prefix tests/clients/node --no-audit --no-fund --loglevel=error \
+	    || echo ">> npm ci failed: the Node client tests will skip"; \
+	else echo ">> npm not found: the Node client tests will skip"; fi
 
 fuzz: install-dev
 	FUZZ_SCALE=$(FUZZ_SCALE) FUZZ_SEED=$(FUZZ_SEED) FUZZ_COVERAGE=1 \

@@ -66,7 +66,7 @@ class FakeResponsesApi:
 
     async def handle(self, request: web.Request, body: dict[str, Any], fault: Fault
                      ) -> web.StreamResponse:
-        from tests.fakes.upstream import _BadRequest, _json_response
+        from tests.fakes.upstream import _BadRequest, _json_response, _tool_arguments
 
         items = _items(body.get("input"))
         turns = 0
@@ -83,13 +83,17 @@ class FakeResponsesApi:
             raise _BadRequest("'input' must be a string or a list")
         model = str(body.get("model") or "fake-model")
         reply = "fake: " + _last_user_text(items) + (f" (after {turns} turns)" if turns else "")
-        tool = _forced_tool(body, fault.tools_on_auto)
+        last = items[-1] if items else {}
+        # on `auto`, a tool only for a user's question (not again after its output)
+        tool = _forced_tool(body, fault.tools_on_auto and last.get("type", "message")
+                            == "message" and last.get("role") == "user")
         rid = _id("resp")
         created = int(time.time())
         if tool:
             item: dict[str, Any] = {"id": _id("fc"), "type": "function_call",
                                     "status": "completed", "call_id": _id("call"),
-                                    "name": tool, "arguments": "{}"}
+                                    "name": tool,
+                                    "arguments": _tool_arguments(body.get("tools"), tool)}
         else:
             item = {"id": _id("msg"), "type": "message", "status": "completed",
                     "role": "assistant", "content": [{"type": "output_text", "text": reply,
@@ -140,8 +144,9 @@ class FakeResponsesApi:
         if tool:
             ev("response.output_item.added", output_index=0,
                item={**item, "status": "in_progress", "arguments": ""})
-            ev("response.function_call_arguments.delta", **common, delta="{}")
-            ev("response.function_call_arguments.done", **common, name=tool, arguments="{}")
+            ev("response.function_call_arguments.delta", **common, delta=item["arguments"])
+            ev("response.function_call_arguments.done", **common, name=tool,
+               arguments=item["arguments"])
         else:
             text = item["content"][0]["text"]
             ev("response.output_item.added", output_index=0,

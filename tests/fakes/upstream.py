@@ -220,6 +220,23 @@ def _prompt_tokens(messages: list[Any], system: Any = None) -> int:
     return total
 
 
+def _tool_arguments(tools: Any, name: str) -> str:
+    """Arguments for a call of tool `name` that its schema accepts: each required property
+    gets a stand-in value of its type (``"fake"``, 1, true, [], {})."""
+    for tool in tools if isinstance(tools, list) else ():
+        fn = (tool.get("function") or tool) if isinstance(tool, dict) else {}
+        if fn.get("name") != name:
+            continue
+        params = fn.get("parameters") if isinstance(fn.get("parameters"), dict) else {}
+        props = params.get("properties") if isinstance(params.get("properties"), dict) else {}
+        stand_in = {"string": "fake", "integer": 1, "number": 1, "boolean": True,
+                    "array": [], "object": {}}
+        args = {key: stand_in.get(str((props.get(key) or {}).get("type")), "fake")
+                for key in params.get("required") or () if isinstance(key, str)}
+        return _dumps(args).decode()
+    return "{}"
+
+
 def _new_id(prefix: str) -> str:
     return prefix + uuid.uuid4().hex[:24]
 
@@ -616,6 +633,7 @@ class FakeUpstream:
         last = messages[-1] if messages and isinstance(messages[-1], dict) else {}
         # on `auto`, a tool only for a user's question (not again after its result)
         tool = self._forced_tool(body, fault.tools_on_auto and last.get("role") == "user")
+        arguments = _tool_arguments(body.get("tools"), tool) if tool else "{}"
         prompt_tokens = _prompt_tokens(messages)
         per_choice = 1 if tool else _words(reply)
         usage = {
@@ -640,7 +658,7 @@ class FakeUpstream:
                             {
                                 "id": call_ids[i],
                                 "type": "function",
-                                "function": {"name": tool, "arguments": "{}"},
+                                "function": {"name": tool, "arguments": arguments},
                             }
                         ],
                     }
@@ -685,7 +703,7 @@ class FakeUpstream:
                     "function": {"name": tool, "arguments": ""},
                 }
                 events.append(chunk([ch(i, {"tool_calls": [call]})]))
-                args = {"index": 0, "function": {"arguments": "{}"}}
+                args = {"index": 0, "function": {"arguments": arguments}}
                 events.append(chunk([ch(i, {"tool_calls": [args]})]))
         else:
             for word in _split_words(reply):
