@@ -59,7 +59,8 @@ LOCK_ARGS ?=
 
 LINT_PATHS := $(wildcard gateway tests bench migrations)
 
-.PHONY: help install install-dev run test fuzz lint bench lock clean deploy-sync node-clients
+.PHONY: help install install-dev run test fuzz lint bench lock clean deploy-sync node-clients \
+	compliance
 
 help:
 	@sed -n 's/^#   make/  make/p' $(firstword $(MAKEFILE_LIST))
@@ -100,6 +101,13 @@ run: install
 
 test: install-dev lint node-clients
 	bash scripts/test-services.sh -- $(VPY) -m pytest $(PYTEST_ARGS)
+
+# The Open Responses compliance CLI against the gateway (demo model, fake upstream by Chat
+# translation and by passthrough). Needs a checkout of openresponses/openresponses with its
+# packages installed (GitHub only: not reachable from an offline build; the same scenarios
+# run in `make test` as tests/test_responses_compliance.py).
+compliance: install-dev
+	$(VPY) -m tests.clients.open_responses --suite $(OPENRESPONSES_DIR)
 
 # Outside clients the tests drive from Node (the Vercel AI SDK), from the npm registry at the
 # versions in tests/clients/node/package-lock.json; without npm their tests skip, saying so.

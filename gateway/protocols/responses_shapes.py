@@ -59,7 +59,7 @@ def skeleton(body: Mapping[str, Any], *, response_id: str, model: str, created_a
         "temperature": _or(body.get("temperature"), 1.0),
         "text": text,
         "tool_choice": _or(body.get("tool_choice"), "auto"),
-        "tools": body.get("tools") or [],
+        "tools": [_echoed_tool(t) for t in body.get("tools") or ()],
         "top_logprobs": _or(body.get("top_logprobs"), 0),
         "top_p": _or(body.get("top_p"), 1.0),
         "presence_penalty": 0.0,
@@ -73,6 +73,14 @@ def skeleton(body: Mapping[str, Any], *, response_id: str, model: str, created_a
 
 def _or(value: Any, default: Any) -> Any:
     return default if value is None else value
+
+
+def _echoed_tool(tool: Any) -> Any:
+    """A function tool as a response lists it: every field present (null: not given)."""
+    if not isinstance(tool, Mapping) or tool.get("type") != "function":
+        return tool
+    return {"type": "function", "name": tool.get("name"), "description": None,
+            "parameters": None, "strict": None, **tool}
 
 
 # --- output items ---------------------------------------------------------------------------

@@ -108,8 +108,10 @@ class FakeResponsesApi:
                 "status": "in_progress", "output": [], "usage": None, "error": None,
                 "incomplete_details": None, "instructions": body.get("instructions"),
                 "previous_response_id": previous, "store": body.get("store", True),
-                "tools": body.get("tools") or [], "tool_choice": body.get("tool_choice",
-                                                                          "auto"),
+                "tools": [{"description": None, "parameters": None, "strict": True, **t}
+                          if t.get("type") == "function" else t
+                          for t in body.get("tools") or () if isinstance(t, dict)],
+                "tool_choice": body.get("tool_choice", "auto"),
                 "parallel_tool_calls": True, "text": {"format": {"type": "text"}},
                 "temperature": 1.0, "top_p": 1.0, "truncation": "disabled", "metadata": {},
                 "background": False, "completed_at": None, "max_output_tokens": None,
