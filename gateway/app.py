@@ -26,6 +26,7 @@ from gateway.api import (
 )
 from gateway.api import audit as audit_api
 from gateway.api import metrics as metrics_api
+from gateway.api import responses as responses_api
 from gateway.api.audit_durability import AuditDurabilityMiddleware
 from gateway.api.cors import CorsMiddleware, PreflightHook
 from gateway.api.middleware import RequestIdMiddleware
@@ -44,6 +45,7 @@ from gateway.pipeline.chain import model_pipeline, model_stages
 from gateway.policies.store import policies_for
 from gateway.preload import preload
 from gateway.pricing import PriceBook
+from gateway.protocols.responses_translate import ResponsesTranslator
 from gateway.providers.bridge import Bridge, Translator
 from gateway.providers.demo import DemoProvider
 from gateway.providers.litellm_adapter import LiteLLMProvider
@@ -55,6 +57,7 @@ from gateway.settings import Settings
 from gateway.storage.engine import create_engine, ping
 from gateway.storage.keys import KeyStore, TeamStore
 from gateway.storage.outage import unexpected_error
+from gateway.storage.responses import ResponseStore
 from gateway.storage.templates import TemplateStore
 from gateway.telemetry.metrics import Metrics
 from gateway.telemetry.recorder import MetricsRecorder
@@ -80,6 +83,7 @@ def build_services(settings: Settings, config: LoadedConfig) -> Services:
                                         "litellm": LiteLLMProvider()})
     # Other client protocols, by translation where a deployment does not speak them.
     translators: dict[str, Translator] = {}
+    translators["responses"] = ResponsesTranslator()
     providers = {name: Bridge(p, translators) for name, p in providers.items()}
     # With Redis, a deployment's Retry-After holds on every replica.
     shared_pauses = SharedPauses.from_url(settings.redis_url) if settings.redis_url else None
@@ -106,16 +110,17 @@ def build_services(settings: Settings, config: LoadedConfig) -> Services:
     if tracing.enabled:
         recorders.append(TraceRecorder(tracing))
     rooms = RoomMemory()
+    responses = ResponseStore(engine, config.responses.retention_days)
     stages = model_stages(config=config, auth=auth, router=router, limiter=limiter,
                           audit_writer=audit, policies=policies, templates=templates,
                           metrics=metrics, pii_hash_key=hash_key, recorders=recorders,
-                          translated=router.translated, rooms=rooms)
+                          translated=router.translated, rooms=rooms, responses=responses)
     pipeline = model_pipeline(stages, router)
     return Services(settings=settings, config=config, engine=engine, keys=keys,
                     teams=TeamStore(engine), auth=auth, router=router, audit=audit, v1=pipeline,
                     limits=limiter,
                     policies=policies, templates=templates, metrics=metrics, tracing=tracing,
-                    pii_hash_key=hash_key, rooms=rooms)
+                    pii_hash_key=hash_key, rooms=rooms, responses=responses)
 
 
 async def _check_schema(svc: Services) -> None:
@@ -204,6 +209,8 @@ def create_app(settings: Settings | None = None, config: LoadedConfig | None = N
             yield
         finally:
             await svc.templates.stop()
+            if svc.responses is not None:
+                await svc.responses.close()
             await svc.limits.stop()
             await svc.audit.stop()
             if svc.tracing is not None:
@@ -224,7 +231,7 @@ def create_app(settings: Settings | None = None, config: LoadedConfig | None = N
                Middleware(AuditDurabilityMiddleware, writer=svc.audit)],
         routes=[*v1.routes, *admin_keys.routes, *admin_teams.routes, *admin_policies.routes,
                 *admin_templates.routes, *admin_spend.routes, *health.routes, *audit_api.routes,
-                *metrics_api.routes, *ui_routes.routes],
+                *metrics_api.routes, *ui_routes.routes, *responses_api.routes],
         exception_handlers={HTTPException: _http_exception, Exception: _unhandled},
         lifespan=lifespan,
     )

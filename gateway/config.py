@@ -54,6 +54,9 @@ class Deployment(_Strict):
     idle_timeout_s: float = Field(default=30, gt=0)
     rpm: int | None = Field(default=None, gt=0)
     tpm: int | None = Field(default=None, gt=0)
+    # Forward `/v1/responses` bodies as they are (only `model` rewritten): the upstream
+    # speaks the OpenAI Responses API itself. Otherwise they are translated to Chat.
+    native_responses: bool = False
 
     @field_validator("api_key")
     @classmethod
@@ -178,6 +181,12 @@ class CorsConfig(_Strict):
     max_age_s: int = Field(default=600, ge=0, le=86400)
 
 
+class ResponsesConfig(_Strict):
+    """`/v1/responses`: how long stored responses are kept (`store: true`)."""
+
+    retention_days: int = Field(default=30, ge=1)
+
+
 class GatewayConfig(_Strict):
     models: list[ModelConfig] = Field(default_factory=list)
     router: RouterConfig = RouterConfig()
@@ -188,6 +197,7 @@ class GatewayConfig(_Strict):
     policies_dir: str = "policies"
     audit: AuditConfig = AuditConfig()
     cors: CorsConfig | None = None
+    responses: ResponsesConfig = ResponsesConfig()
 
 
 class LoadedConfig:
@@ -222,6 +232,10 @@ class LoadedConfig:
     @property
     def cors(self) -> CorsConfig | None:
         return self.raw.cors
+
+    @property
+    def responses(self) -> ResponsesConfig:
+        return self.raw.responses
 
     def path(self, relative: str) -> Path:
         """A path from the config, relative to the config file's folder."""

@@ -41,8 +41,19 @@ COMPLETIONS = frozenset({
 
 EMBEDDINGS = frozenset({"input", "dimensions", "encoding_format", "user"})
 
+# /v1/responses on a litellm route is translated to a Chat body first (`protocols/
+# responses_translate.py`), which then passes `CHAT`: these are the Responses fields the
+# translation reads or knowingly drops.
+RESPONSES = frozenset({
+    "input", "instructions", "tools", "tool_choice", "parallel_tool_calls",
+    "max_output_tokens", "max_tool_calls", "temperature", "top_p", "top_logprobs", "text",
+    "reasoning", "user", "safety_identifier", "prompt_cache_key", "service_tier", "store",
+    "metadata", "include", "truncation", "previous_response_id", "background",
+}) | _EXTRAS
+
 ALLOWED: Mapping[Endpoint, frozenset[str]] = {
-    "chat": CHAT, "completions": COMPLETIONS, "embeddings": EMBEDDINGS}
+    "chat": CHAT, "completions": COMPLETIONS, "embeddings": EMBEDDINGS,
+    "responses": RESPONSES}
 # Set by the gateway itself on every call, whatever the client sent.
 GATEWAY_SET = frozenset({"model", "stream", "stream_options"})
 

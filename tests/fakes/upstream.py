@@ -1,9 +1,10 @@
 """A real HTTP server that impersonates an LLM provider, for gateway tests and benchmarks.
 
 It speaks enough of the OpenAI protocol (``/v1/chat/completions``, ``/v1/completions``,
-``/v1/embeddings``, ``/v1/models``) and of Anthropic's Messages protocol (``/v1/messages``,
-also reachable as ``/messages``) for SDKs and litellm to talk to it, answers deterministically
-(``"fake: " + <last user text>``), records every request, and can inject faults.
+``/v1/embeddings``, ``/v1/models``, and ``/v1/responses`` in ``tests/fakes/responses_api.py``)
+and of Anthropic's Messages protocol (``/v1/messages``, also reachable as ``/messages``) for
+SDKs and litellm to talk to it, answers deterministically (``"fake: " + <last user text>``),
+records every request, and can inject faults.
 
 Faults (request header ``x-fake-fault``, else the server's default fault), comma-separated:
 
@@ -16,6 +17,8 @@ Faults (request header ``x-fake-fault``, else the server's default fault), comma
 * ``chunk-delay:MS`` -- sleep between SSE events.
 * ``no-usage`` -- streams: ignore ``stream_options.include_usage`` (send no usage chunk), as
   some OpenAI-compatible servers do.
+* ``tool-on-auto`` -- call the first function tool even when ``tool_choice`` is ``auto``
+  (chat and responses), as a model that decides to use it would.
 * ``none`` (or empty) -- no fault; as a header it overrides the server's default fault.
 
 Control endpoints (never faulted, never recorded): ``GET/DELETE /_fake/requests``,
@@ -51,6 +54,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from tests.fakes.responses_api import FakeResponsesApi
+
 __all__ = ["FakeUpstream", "Fault", "parse_fault"]
 
 FAULT_HEADER = "x-fake-fault"
@@ -84,6 +89,7 @@ class Fault:
     drop_after: int | None = None
     chunk_delay_ms: int = 0
     no_usage: bool = False
+    tools_on_auto: bool = False
 
     @property
     def active(self) -> bool:
@@ -94,6 +100,7 @@ class Fault:
             or self.drop_after is not None
             or self.chunk_delay_ms
             or self.no_usage
+            or self.tools_on_auto
         )
 
 
@@ -141,6 +148,8 @@ def parse_fault(spec: str | None) -> Fault:
             fields["stall"] = True
         elif kind == "no-usage":
             fields["no_usage"] = True
+        elif kind == "tool-on-auto":
+            fields["tools_on_auto"] = True
         elif kind == "drop-after":
             fields["drop_after"] = _nonneg_int(arg, part)
         elif kind == "chunk-delay":
@@ -211,6 +220,23 @@ def _prompt_tokens(messages: list[Any], system: Any = None) -> int:
     return total
 
 
+def _tool_arguments(tools: Any, name: str) -> str:
+    """Arguments for a call of tool `name` that its schema accepts: each required property
+    gets a stand-in value of its type (``"fake"``, 1, true, [], {})."""
+    for tool in tools if isinstance(tools, list) else ():
+        fn = (tool.get("function") or tool) if isinstance(tool, dict) else {}
+        if fn.get("name") != name:
+            continue
+        params = fn.get("parameters") if isinstance(fn.get("parameters"), dict) else {}
+        props = params.get("properties") if isinstance(params.get("properties"), dict) else {}
+        stand_in = {"string": "fake", "integer": 1, "number": 1, "boolean": True,
+                    "array": [], "object": {}}
+        args = {key: stand_in.get(str((props.get(key) or {}).get("type")), "fake")
+                for key in params.get("required") or () if isinstance(key, str)}
+        return _dumps(args).decode()
+    return "{}"
+
+
 def _new_id(prefix: str) -> str:
     return prefix + uuid.uuid4().hex[:24]
 
@@ -264,6 +290,7 @@ class FakeUpstream:
         self._runner: web.AppRunner | None = None
         self._stopping: asyncio.Event | None = None
         self._created = int(time.time())
+        self._responses_api = FakeResponsesApi(self)
 
     # ------------------------------------------------------------------ public API
 
@@ -361,6 +388,8 @@ class FakeUpstream:
         r.add_post("/embeddings", self._wrap(self._embeddings))
         r.add_get("/v1/models", self._wrap(self._list_models))
         r.add_get("/v1/models/{model:.+}", self._wrap(self._get_model))
+        r.add_post("/v1/responses", self._wrap(self._responses_api.handle))
+        r.add_post("/responses", self._wrap(self._responses_api.handle))
         r.add_post("/v1/messages", self._wrap(self._messages))
         r.add_post("/messages", self._wrap(self._messages))
         r.add_route("*", "/{tail:.*}", self._not_found)
@@ -578,7 +607,7 @@ class FakeUpstream:
     # ------------------------------------------------------------------ OpenAI: chat
 
     @staticmethod
-    def _forced_tool(body: dict[str, Any]) -> str | None:
+    def _forced_tool(body: dict[str, Any], on_auto: bool = False) -> str | None:
         tools = body.get("tools")
         choice = body.get("tool_choice")
         if not tools or not isinstance(tools, list):
@@ -587,7 +616,7 @@ class FakeUpstream:
             name = (choice.get("function") or {}).get("name") or choice.get("name")
             if name:
                 return str(name)
-        elif choice != "required":
+        elif choice != "required" and not (on_auto and choice in (None, "auto")):
             return None
         first = tools[0] if isinstance(tools[0], dict) else {}
         return str((first.get("function") or {}).get("name") or first.get("name") or "tool")
@@ -601,7 +630,10 @@ class FakeUpstream:
         if not isinstance(n, int) or n < 1:
             raise _BadRequest("'n' must be a positive integer")
         reply = "fake: " + _last_user_text(messages)
-        tool = self._forced_tool(body)
+        last = messages[-1] if messages and isinstance(messages[-1], dict) else {}
+        # on `auto`, a tool only for a user's question (not again after its result)
+        tool = self._forced_tool(body, fault.tools_on_auto and last.get("role") == "user")
+        arguments = _tool_arguments(body.get("tools"), tool) if tool else "{}"
         prompt_tokens = _prompt_tokens(messages)
         per_choice = 1 if tool else _words(reply)
         usage = {
@@ -626,7 +658,7 @@ class FakeUpstream:
                             {
                                 "id": call_ids[i],
                                 "type": "function",
-                                "function": {"name": tool, "arguments": "{}"},
+                                "function": {"name": tool, "arguments": arguments},
                             }
                         ],
                     }
@@ -671,7 +703,7 @@ class FakeUpstream:
                     "function": {"name": tool, "arguments": ""},
                 }
                 events.append(chunk([ch(i, {"tool_calls": [call]})]))
-                args = {"index": 0, "function": {"arguments": "{}"}}
+                args = {"index": 0, "function": {"arguments": arguments}}
                 events.append(chunk([ch(i, {"tool_calls": [args]})]))
         else:
             for word in _split_words(reply):

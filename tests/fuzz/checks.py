@@ -6,6 +6,8 @@
   "param", "code"}}`, or Anthropic's `{"type": "error", "error": {"type", "message"}}` on
   the Anthropic routes (`ERROR_SHAPES`: adding `/v1/messages` is its line there);
 - a 200 stream is well-formed SSE: JSON chunks, ending in `data: [DONE]` or an error event;
+  on `/v1/responses`, `event:` + `data:` frames numbered 1, 2, … with one response id,
+  ending in exactly one terminal event (`STREAM_SHAPES`);
 - no stack trace or upstream secret in any body.
 """
 
@@ -62,7 +64,7 @@ def check_answer(path: str, status: int, headers: Mapping[str, Any], content: by
         assert ctype.startswith("application/json"), f"{status} on {path} as {ctype!r}"
         error_shape(path)(orjson.loads(content))
     elif ctype.startswith("text/event-stream"):
-        check_sse(content)
+        stream_shape(path)(content)
 
 
 def check_sse(content: bytes) -> None:
@@ -83,3 +85,35 @@ def check_sse(content: bytes) -> None:
 def _header(headers: Mapping[str, Any], name: str) -> str:
     value = next((v for k, v in headers.items() if k.lower() == name), "")
     return value[0] if isinstance(value, list) else value
+
+
+RESPONSES_TERMINAL = frozenset({"response.completed", "response.incomplete",
+                                "response.failed"})
+
+
+def check_responses_sse(content: bytes) -> None:
+    """`event: X` / `data: {"type": X, "sequence_number": n, …}` frames, n = 1, 2, …; every
+    response object has the one id; exactly one terminal event, the last; no [DONE]."""
+    frames = [f for f in content.split(b"\n\n") if f.strip()]
+    assert frames, "an empty stream"
+    ids = set()
+    for n, frame in enumerate(frames, start=1):
+        head, _, data = frame.partition(b"\n")
+        assert head.startswith(b"event: ") and data.startswith(b"data: "), frame[:100]
+        event = orjson.loads(data[6:])
+        assert event["type"] == head[7:].decode() and event["sequence_number"] == n, event
+        if isinstance(event.get("response"), dict):
+            ids.add(event["response"]["id"])
+        assert (event["type"] in RESPONSES_TERMINAL) == (n == len(frames)), event["type"]
+    assert len(ids) == 1, ids
+
+
+# Longest prefix first, as ERROR_SHAPES: how each route frames its streams.
+STREAM_SHAPES: list[tuple[str, Callable[[bytes], None]]] = [
+    ("/v1/responses", check_responses_sse),
+    ("/", check_sse),
+]
+
+
+def stream_shape(path: str) -> Callable[[bytes], None]:
+    return next(check for prefix, check in STREAM_SHAPES if path.startswith(prefix))

@@ -61,8 +61,33 @@ EMBEDDINGS = st.fixed_dictionaries(
     optional={"encoding_format": st.sampled_from(["float", "base64"]),
               "dimensions": st.integers(1, 64), "user": TEXT})
 
+ITEM = st.fixed_dictionaries(
+    {"role": st.sampled_from(["system", "user", "assistant", "developer"]),
+     "content": TEXT | st.lists(st.fixed_dictionaries({"type": st.just("input_text"),
+                                                        "text": TEXT}), min_size=1,
+                                 max_size=2)},
+    optional={"type": st.just("message")})
+FLAT_TOOL = st.fixed_dictionaries(
+    {"type": st.just("function"), "name": st.sampled_from(["get_weather", "lookup"])},
+    optional={"parameters": st.just({"type": "object", "properties": {}})})
+RESPONSES = st.fixed_dictionaries(
+    {"model": st.sampled_from(["demo", "gpt-4o-mini", "claude-haiku"]),
+     "input": TEXT | st.lists(ITEM, max_size=3).map(
+         lambda items: [*items, {"role": "user", "content": "hi"}])},
+    optional={"stream": st.booleans(), "store": st.booleans(), "instructions": TEXT,
+              "max_output_tokens": st.integers(1, 32), "temperature": st.floats(0, 2),
+              "user": TEXT, "tools": st.lists(FLAT_TOOL, min_size=1, max_size=2),
+              "tool_choice": st.sampled_from(["none", "auto", "required"])
+              | st.fixed_dictionaries({"type": st.just("function"), "name": st.sampled_from(
+                  ["get_weather", "lookup", "missing"])}),
+              "text": st.sampled_from([{"format": {"type": "text"}},
+                                       {"format": {"type": "json_object"}}]),
+              "metadata": st.dictionaries(TEXT, TEXT, max_size=3),
+              "prompt": st.fixed_dictionaries({"id": st.just("fz-seed"), "variables":
+                                               st.fixed_dictionaries({"topic": TEXT})})})
+
 BODIES = {"/v1/chat/completions": CHAT, "/v1/completions": COMPLETION,
-          "/v1/embeddings": EMBEDDINGS}
+          "/v1/embeddings": EMBEDDINGS, "/v1/responses": RESPONSES}
 
 
 def _paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
@@ -99,5 +124,7 @@ def edited(draw: st.DrawFn, bodies: st.SearchStrategy[dict[str, Any]]) -> dict[s
         return _replace(body, where, draw(ANY_VALUE))
     name = draw(st.sampled_from(["tool_choice", "tools", "response_format", "stream_options",
                                  "template", "n", "logit_bias", "metadata", "functions",
-                                 "parallel_tool_calls", "prompt", "input", "messages"]))
+                                 "parallel_tool_calls", "prompt", "input", "messages",
+                                 "text", "reasoning", "instructions", "previous_response_id",
+                                 "include", "max_output_tokens"]))
     return {**body, name: draw(ANY_VALUE)}

@@ -42,10 +42,13 @@ def _post(http: httpx.Client, target: FuzzTarget, path: str, body: Any) -> httpx
 
 def _forces_a_missing_tool(body: dict[str, Any]) -> bool:
     choice = body.get("tool_choice")
-    names = {t["function"]["name"] for t in body.get("tools") or ()}
+    # Chat nests a tool's name under `function`, Responses does not
+    names = {t["function"]["name"] if "function" in t else t["name"]
+             for t in body.get("tools") or ()}
     if choice == "required":
         return not names
-    return isinstance(choice, dict) and choice["function"]["name"] not in names
+    return isinstance(choice, dict) and (choice["function"]["name"] if "function" in choice
+                                         else choice["name"]) not in names
 
 
 def _token_arrays(path: str, body: dict[str, Any]) -> str | None:
@@ -62,6 +65,10 @@ def _token_arrays(path: str, body: dict[str, Any]) -> str | None:
 def _check_served(path: str, body: dict[str, Any], answer: dict[str, Any]) -> None:
     if path == "/v1/embeddings":
         assert answer["object"] == "list" and answer["data"], answer
+        return
+    if path == "/v1/responses":
+        assert answer["object"] == "response" and answer["id"].startswith("resp_"), answer
+        assert answer["status"] in ("completed", "incomplete") and answer["usage"], answer
         return
     choices = answer["choices"]
     assert choices and answer["usage"]["prompt_tokens"] >= 0, answer

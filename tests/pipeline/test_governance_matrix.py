@@ -62,6 +62,19 @@ def _embeddings(client: openai.OpenAI, model: str, text: str, extra: dict[str, A
     return None
 
 
+def _responses(stream: bool) -> Callable[..., str | None]:
+    """/v1/responses; a stream's answer as a client that reads only the terminal event gets
+    it (the deltas must say the same: tests/pii/test_responses_events.py)."""
+    def call(client: openai.OpenAI, model: str, text: str, extra: dict[str, Any]) -> str:
+        reply = client.responses.create(model=model, input=text, stream=stream,
+                                        extra_body=extra)
+        if not stream:
+            return reply.output_text  # type: ignore[union-attr]
+        events = list(reply)  # type: ignore[call-overload]
+        return events[-1].response.output_text
+    return call
+
+
 ENDPOINTS = [
     Endpoint("chat", "/v1/chat/completions", "gpt-4o-mini", _chat(False)),
     Endpoint("chat-stream", "/v1/chat/completions", "gpt-4o-mini", _chat(True)),
@@ -70,7 +83,13 @@ ENDPOINTS = [
              _completions(True)),
     Endpoint("embeddings", "/v1/embeddings", "text-embedding-3-small", _embeddings,
              templates=False, answers_text=False),
+    # translated to the upstream's Chat Completions, and passed through to its Responses API
+    Endpoint("responses", "/v1/responses", "gpt-4o-mini", _responses(False)),
+    Endpoint("responses-stream", "/v1/responses", "gpt-4o-mini", _responses(True)),
+    Endpoint("responses-native", "/v1/responses", "gpt-4.1", _responses(False)),
+    Endpoint("responses-native-stream", "/v1/responses", "gpt-4.1", _responses(True)),
 ]
+NATIVE_RESPONSES = {"gpt-4.1"}  # deployments with native_responses: true
 
 # One team (and policy) per governance feature.
 POLICIES = {
@@ -84,7 +103,8 @@ TEMPLATE = {"name": "matrix-greeting", "variables": {"who": {"type": "string"}},
 
 def _config(upstream: str) -> str:
     models = "\n".join(f"""  - name: {model}
-    deployments: [{{model: openai/{model}, api_base: "{upstream}/v1"}}]
+    deployments: [{{model: openai/{model}, api_base: "{upstream}/v1",
+                   native_responses: {str(model in NATIVE_RESPONSES).lower()}}}]
     pricing: {{input_per_million: 1000, output_per_million: 2000}}"""
                        for model in {e.model for e in ENDPOINTS})
     return f"models:\n{models}\npolicies_dir: policies\naudit: {{bodies: redacted}}\n"

@@ -45,7 +45,7 @@ class CallProvider:
         assert ctx.model is not None
         try:
             result = await self.router.call(ctx.model, ctx.endpoint, upstream_body(ctx.body),
-                                            attempts)
+                                            attempts, pin=ctx.pinned_deployment)
         finally:
             _served(ctx, attempts)
         protocol = ctx.protocol
@@ -59,7 +59,8 @@ class CallProvider:
         assert ctx.model is not None
         try:
             first, iterator, slot = await self.router.open_stream(
-                ctx.model, ctx.endpoint, upstream_body(ctx.body), attempts)
+                ctx.model, ctx.endpoint, upstream_body(ctx.body), attempts,
+                pin=ctx.pinned_deployment)
         finally:
             _served(ctx, attempts)
         sink: ChunkSink = ctx.protocol.stream_encoder(ctx)

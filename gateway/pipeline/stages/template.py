@@ -81,6 +81,11 @@ class TemplateStage:
         ctx.template = found
         if body.get("model") is None and found.model:
             body["model"] = found.model
+        merge = getattr(ctx.protocol, "merge_template", None)
+        if merge is not None:  # a protocol with its own shape (Responses: input items)
+            merge(ctx, found, messages)
+            read_stream_flags(ctx)
+            return
         for key, value in found.params.items():
             if body.get(key) is None:
                 # a copy: later stages may edit the body, never the cached version
