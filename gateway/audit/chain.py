@@ -6,6 +6,11 @@ can never be refused for its data. The canonical encoding is a JSON array of the
 in column order (times with microseconds, JSON sorted by key), plus the SHA-256 of the request
 and response bodies; `hash` is SHA-256 over it, or HMAC-SHA-256 when an audit HMAC key is set.
 The same encoding is computed again from what the database returns when verifying.
+
+Columns added after the chain began (`LATE_COLUMNS`: `session_id`) are hashed only when set:
+a trailing JSON object of the set ones, after the body digests. A row without them encodes
+exactly as before they existed, so chains written by older versions still verify, and a row
+with them has them covered (changing or clearing one breaks its hash).
 """
 
 from __future__ import annotations
@@ -25,9 +30,11 @@ from gateway.storage.tables import audit_events
 from gateway.timeutil import utcnow
 
 GENESIS = "0" * 64
+# Columns added after the chain began: in the encoding only when set (see the docstring).
+LATE_COLUMNS: tuple[str, ...] = ("session_id",)
 # Columns covered by `hash` (everything but the hash itself), in table order.
 HASHED_COLUMNS: tuple[str, ...] = tuple(str(c.name) for c in audit_events.columns
-                                        if c.name != "hash")
+                                        if c.name != "hash" and c.name not in LATE_COLUMNS)
 CHAIN_COLUMNS = ("replica", "seq", "prev_hash", "hash")
 # Row columns filled from the event (the chain columns are set by the committer).
 EVENT_COLUMNS: tuple[str, ...] = tuple(str(c.name) for c in audit_events.columns
@@ -225,7 +232,8 @@ def canonical(row: dict[str, Any], request_body: str | None, response_body: str 
               ) -> bytes:
     """The bytes `hash` is computed over: a JSON array of every hashed column in table order
     (times as `YYYY-MM-DDTHH:MM:SS.ffffff`, objects with sorted keys), then the SHA-256 hex
-    of the stored request and response bodies (or null)."""
+    of the stored request and response bodies (or null), then an object of the late columns
+    that are set, if any."""
     values: list[Any] = [row.get(name) for name in HASHED_COLUMNS]
     for i in _TIME_AT:
         if isinstance(values[i], datetime):
@@ -235,6 +243,9 @@ def canonical(row: dict[str, Any], request_body: str | None, response_body: str 
             values[_PII_AT] = orjson.loads(values[_PII_AT])
     values.append(_digest(request_body))
     values.append(_digest(response_body))
+    late = {name: row[name] for name in LATE_COLUMNS if row.get(name) is not None}
+    if late:
+        values.append(late)
     return orjson.dumps(values, option=orjson.OPT_SORT_KEYS)
 
 

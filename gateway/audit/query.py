@@ -39,7 +39,7 @@ DEFAULT_LIMIT = 100
 EXPORT_PAGE = 500  # rows per read: memory stays flat even with large bodies
 
 TEXT_FILTERS = ("key_id", "team", "user", "model_requested", "model_served", "deployment",
-                "template_name", "error_code", "request_id")
+                "template_name", "error_code", "request_id", "session_id")
 FILTERS = (*TEXT_FILTERS, "status_code", "stream", "pii_kind", "since", "until")
 PAGING = ("limit", "cursor")
 
@@ -50,7 +50,7 @@ EVENT_FIELDS = ("id", "request_id", "received_at", "first_byte_at", "completed_a
                 "input_tokens", "output_tokens", "total_tokens", "cost_usd", "latency_ms",
                 "status_code", "error_code", "pii", "stream", "cancelled", "partial",
                 "usage_source", "cost_estimated", "request_body", "response_body",
-                "prev_hash", "hash")
+                "prev_hash", "hash", "session_id")
 _TIMES = ("received_at", "first_byte_at", "completed_at")
 _ROW_COLUMNS = (*(c for c in EVENT_FIELDS
                   if c not in ("cost_usd", "request_body", "response_body")), "cost_nanos")

@@ -24,7 +24,7 @@ from typing import Any
 from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gateway.audit.chain import GENESIS, HASHED_COLUMNS, Hasher
+from gateway.audit.chain import GENESIS, HASHED_COLUMNS, LATE_COLUMNS, Hasher
 from gateway.storage.tables import audit_bodies, audit_checkpoints, audit_events
 from gateway.timeutil import iso
 
@@ -111,10 +111,10 @@ async def _verify_chain(engine: AsyncEngine, hasher: Hasher, replica: str,
         expected_seq, expected_prev = checkpoint["seq"] + 1, checkpoint["hash"]
         if hasher.key is not None and checkpoint.get("mac") != checkpoint_mac(hasher, checkpoint):
             checkpoint_ok = False
-    columns = [e.c[name] for name in HASHED_COLUMNS] + [
+    columns = [e.c[name] for name in (*HASHED_COLUMNS, *LATE_COLUMNS)] + [
         e.c.hash, audit_bodies.c.request_body, audit_bodies.c.response_body]
     source = e.outerjoin(audit_bodies, audit_bodies.c.event_id == e.c.id)
-    names = [*HASHED_COLUMNS, "hash", "request_body", "response_body"]
+    names = [*HASHED_COLUMNS, *LATE_COLUMNS, "hash", "request_body", "response_body"]
     state: dict[str, Any] = {"seq": expected_seq, "prev": expected_prev}
 
     def check_page(rows: list[dict[str, Any]]) -> bool:
@@ -169,7 +169,7 @@ def _check(hasher: Hasher, row: dict[str, Any], expected_seq: int, expected_prev
         return f"expected event {expected_seq} of the chain, found {row['seq']}"
     if row["prev_hash"] != expected_prev:
         return "prev_hash does not match the previous event's hash"
-    content = {name: row[name] for name in HASHED_COLUMNS}
+    content = {name: row[name] for name in (*HASHED_COLUMNS, *LATE_COLUMNS)}
     if hasher.row_hash(content, row["request_body"], row["response_body"]) != row["hash"]:
         return "the event's content does not match its hash"
     return None

@@ -27,9 +27,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.pii import urls
+from gateway.pii import messages_fields, urls
 
-ENDPOINTS = ("chat", "completions", "embeddings")
+ENDPOINTS = ("chat", "completions", "embeddings", "messages", "messages:stored")
 
 NOT_TEXT = (
     "model", "messages[].role", "messages[].tool_call_id",
@@ -76,6 +76,17 @@ def _schema(marked: Iterable[tuple[str, Iterable[str]]]) -> Schema:
 REQUEST_SCHEMA = _schema(((_SKIP, NOT_TEXT), (_SKIP, BINARY), (_URL, URLS)))
 RESPONSE_SCHEMA = _schema(((_SKIP, RESPONSE_NOT_TEXT), (_SKIP, RESPONSE_BINARY),
                           (_URL, RESPONSE_URLS)))
+# Anthropic Messages (`messages_fields.py`): signed thinking is never rewritten by a policy;
+# "messages:stored" is the stored view (audit bodies, traces), which scans it too.
+_M = messages_fields
+SCHEMAS: dict[str, tuple[Schema, Schema]] = {
+    "messages": (_schema(((_SKIP, _M.NOT_TEXT + _M.SIGNED), (_SKIP, _M.BINARY),
+                          (_URL, _M.URLS))),
+                 _schema(((_SKIP, _M.RESPONSE_NOT_TEXT + _M.RESPONSE_SIGNED),))),
+    "messages:stored": (_schema(((_SKIP, _M.NOT_TEXT), (_SKIP, _M.BINARY), (_URL, _M.URLS))),
+                        _schema(((_SKIP, _M.RESPONSE_NOT_TEXT),))),
+}
+STORED = {"messages": "messages:stored"}  # endpoint -> the schema of its stored view
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,7 +209,7 @@ def walk_texts(body: dict[str, Any], endpoint: str) -> Iterator[TextField]:
     """Every text field of a request body for `endpoint` (chat, completions, embeddings)."""
     _check(endpoint)
     out: list[TextField] = []
-    _walk(body, REQUEST_SCHEMA, "", out)
+    _walk(body, SCHEMAS[endpoint][0] if endpoint in SCHEMAS else REQUEST_SCHEMA, "", out)
     return iter(out)
 
 
@@ -207,7 +218,7 @@ def walk_response_texts(resp: dict[str, Any], endpoint: str) -> Iterator[TextFie
     arguments, completions text, log-prob tokens, ...)."""
     _check(endpoint)
     out: list[TextField] = []
-    _walk(resp, RESPONSE_SCHEMA, "", out)
+    _walk(resp, SCHEMAS[endpoint][1] if endpoint in SCHEMAS else RESPONSE_SCHEMA, "", out)
     return iter(out)
 
 

@@ -18,6 +18,7 @@ from gateway.config import ServerConfig
 from gateway.core.request import RequestContext, Usage
 from gateway.errors import GatewayError
 from gateway.protocols import validate
+from gateway.protocols.anthropic import MESSAGES
 
 SSE_HEADERS = {"content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache",
                "x-accel-buffering": "no"}
@@ -141,4 +142,4 @@ COMPLETIONS = OpenAIProtocol("completions", "/v1/completions", prompt_field="pro
 EMBEDDINGS = OpenAIProtocol("embeddings", "/v1/embeddings", prompt_field="input",
                             can_stream=False, templates=False,
                             validator=validate.validate_embeddings)
-PROTOCOLS = {p.name: p for p in (CHAT, COMPLETIONS, EMBEDDINGS)}
+PROTOCOLS = {p.name: p for p in (CHAT, COMPLETIONS, EMBEDDINGS, MESSAGES)}

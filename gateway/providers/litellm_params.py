@@ -41,6 +41,13 @@ COMPLETIONS = frozenset({
 
 EMBEDDINGS = frozenset({"input", "dimensions", "encoding_format", "user"})
 
+# Anthropic Messages fields litellm's `anthropic_messages` may get (Bedrock, Vertex AI).
+MESSAGES = frozenset({
+    "messages", "max_tokens", "system", "metadata", "stop_sequences", "temperature", "top_p",
+    "top_k", "thinking", "tools", "tool_choice", "service_tier", "context_management",
+    "output_format", "output_config",
+})
+
 ALLOWED: Mapping[Endpoint, frozenset[str]] = {
     "chat": CHAT, "completions": COMPLETIONS, "embeddings": EMBEDDINGS}
 # Set by the gateway itself on every call, whatever the client sent.
@@ -49,7 +56,9 @@ GATEWAY_SET = frozenset({"model", "stream", "stream_options"})
 
 def first_unsupported(endpoint: Endpoint, body: Mapping[str, Any]) -> str | None:
     """The first field of `body` that a translated route does not forward, or None."""
-    allowed = ALLOWED[endpoint]
+    allowed = ALLOWED.get(endpoint)
+    if allowed is None:  # not translated by litellm (Messages: Anthropic-family natively)
+        return None
     for name in body:
         if name not in allowed and name not in GATEWAY_SET:
             return name

@@ -101,7 +101,10 @@ def build_slots(config: LoadedConfig) -> dict[str, list[DeploymentSlot]]:
                 api_base=config.api_base(i, j), api_key=config.api_key(i, j),
                 timeout_s=dep.timeout_s, connect_timeout_s=dep.connect_timeout_s,
                 first_token_timeout_s=dep.first_token_timeout_s,
-                idle_timeout_s=dep.idle_timeout_s)
+                idle_timeout_s=dep.idle_timeout_s,
+                native=frozenset({"messages"}) if dep.speaks_messages else frozenset(),
+                anthropic_betas=None if dep.anthropic_beta_allowlist is None
+                else frozenset(dep.anthropic_beta_allowlist))
             slots.append(DeploymentSlot(target=target, weight=dep.weight, index=j,
                                         capacity=Capacity(dep.rpm, dep.tpm)))
         out[model.name] = slots

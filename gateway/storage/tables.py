@@ -104,6 +104,9 @@ audit_events = Table(
     Column("seq", BigInteger, nullable=True),
     Column("prev_hash", String(64), nullable=True),
     Column("hash", String(64), nullable=True),
+    # Added after the chain's first rows (migration 0005): hashed only when set, so the rows
+    # written before it verify as they were (`audit/chain.py`, `LATE_COLUMNS`).
+    Column("session_id", String(128), nullable=True),  # the client's X-Claude-Code-Session-Id
     # One index per audit filter, ending in `id` so "filter, newest first, LIMIT n" is a range
     # scan; the chain index serves verify and purge.
     Index("ix_audit_events_key_id_id", "key_id", "id"),
@@ -116,6 +119,7 @@ audit_events = Table(
     Index("ix_audit_events_status_code_id", "status_code", "id"),
     Index("ix_audit_events_error_code_id", "error_code", "id"),
     Index("ix_audit_events_replica_seq", "replica", "seq"),
+    Index("ix_audit_events_session_id_id", "session_id", "id"),
 )
 
 audit_bodies = Table(

@@ -20,6 +20,7 @@ from gateway.core.stages import Handler
 from gateway.errors import GatewayError, InvalidRequest, RedactionUnavailable
 from gateway.pii.actions import Redactor
 from gateway.pii.fields import token_array_field
+from gateway.pii.messages_stream import MessagesPiiSink
 from gateway.pii.output import AnswerFilter, PiiChunkSink, conceal_value
 from gateway.pii.policy import redact_request
 from gateway.telemetry.metrics import Metrics
@@ -88,4 +89,6 @@ class Pii:
 
 def _chunk_sink(inner: ChunkSink, endpoint: str, rules: dict[str, str], restore: bool,
                 redactor: Redactor) -> ChunkSink:
+    if endpoint == "messages":
+        return MessagesPiiSink(inner, rules, restore, redactor)
     return PiiChunkSink(inner, endpoint, rules, restore, redactor)
