@@ -19,7 +19,7 @@ Request (Messages -> Chat):
 
 Answer (Chat -> Messages): `reasoning_content` (DeepSeek, vLLM) -> a `thinking` block with an
 empty signature (an unsigned block: nothing is fabricated; a passthrough deployment drops it
-when it comes back), text -> a `text` block, tool calls -> `tool_use` blocks; finish reason
+when it comes back), only when the request enabled `thinking` (as Anthropic would), text -> a `text` block, tool calls -> `tool_use` blocks; finish reason
 stop/length/tool_calls/content_filter -> end_turn/max_tokens/tool_use/refusal. Usage:
 `input_tokens` = `prompt_tokens` - cached (Anthropic's excludes cache reads),
 `cache_read_input_tokens` = cached.
@@ -226,14 +226,20 @@ def _reasoning(message: Mapping[str, Any]) -> str | None:
     return text if isinstance(text, str) and text else None
 
 
-def from_chat(result: Mapping[str, Any]) -> dict[str, Any]:
+def thinks(body: Mapping[str, Any]) -> bool:
+    """The request asked for thinking blocks."""
+    thinking = body.get("thinking")
+    return isinstance(thinking, Mapping) and thinking.get("type") in ("enabled", "adaptive")
+
+
+def from_chat(result: Mapping[str, Any], thinking: bool = True) -> dict[str, Any]:
     """A Chat answer (its first choice) as a Messages answer."""
     choices = result.get("choices") or [{}]
     choice = choices[0] if isinstance(choices[0], Mapping) else {}
     message = choice.get("message") or {}
     content: list[dict[str, Any]] = []
     reasoning = _reasoning(message)
-    if reasoning:
+    if reasoning and thinking:
         content.append({"type": "thinking", "thinking": reasoning, "signature": ""})
     text = message.get("content")
     if isinstance(text, str) and text:
@@ -258,10 +264,11 @@ def _tool_id() -> str:
 class _StreamState:
     """Which block is open, what the tool calls are, what was written (for the estimate)."""
 
-    __slots__ = ("index", "kind", "model", "started", "stop_reason", "tools", "usage",
-                 "written")
+    __slots__ = ("index", "kind", "model", "started", "stop_reason", "thinking", "tools",
+                 "usage", "written")
 
     def __init__(self) -> None:
+        self.thinking = True  # the request asked for thinking blocks
         self.started = False
         self.index = -1  # the open block's index (-1: none yet)
         self.kind: str | None = None  # the open block's kind
@@ -294,7 +301,9 @@ def _choice_events(state: _StreamState, choice: Mapping[str, Any]) -> list[dict[
     events: list[dict[str, Any]] = []
     delta = choice.get("delta") or {}
     reasoning = _reasoning(delta)
-    if reasoning:
+    if reasoning and not state.thinking:
+        state.written.append(reasoning)
+    elif reasoning:
         if state.kind != "thinking":
             events += state.open("thinking", {"type": "thinking", "thinking": "",
                                               "signature": ""})
@@ -357,11 +366,12 @@ def _end(state: _StreamState) -> list[dict[str, Any]]:
     return events
 
 
-async def stream_from_chat(chunks: AsyncIterator[dict[str, Any]], model: Any = None
-                           ) -> AsyncIterator[dict[str, Any]]:
+async def stream_from_chat(chunks: AsyncIterator[dict[str, Any]], model: Any = None,
+                           thinking: bool = True) -> AsyncIterator[dict[str, Any]]:
     """Chat chunks -> Messages events (see the module docstring)."""
     state = _StreamState()
     state.model = model
+    state.thinking = thinking
     async for chunk in chunks:
         if not state.started:
             yield _start(state, chunk)
@@ -386,10 +396,10 @@ class MessagesTranslator:
 
     @staticmethod
     def response(result: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
-        return from_chat(result)
+        return from_chat(result, thinks(body))
 
     @staticmethod
     def stream(chunks: AsyncIterator[dict[str, Any]], body: dict[str, Any]
                ) -> AsyncIterator[dict[str, Any]]:
-        return stream_from_chat(chunks, body.get("model"))
+        return stream_from_chat(chunks, body.get("model"), thinks(body))
 
