@@ -19,10 +19,11 @@ Request (Messages -> Chat):
 
 Answer (Chat -> Messages): `reasoning_content` (DeepSeek, vLLM) -> a `thinking` block with an
 empty signature (an unsigned block: nothing is fabricated; a passthrough deployment drops it
-when it comes back), only when the request enabled `thinking` (as Anthropic would), text -> a `text` block, tool calls -> `tool_use` blocks; finish reason
-stop/length/tool_calls/content_filter -> end_turn/max_tokens/tool_use/refusal. Usage:
-`input_tokens` = `prompt_tokens` - cached (Anthropic's excludes cache reads),
-`cache_read_input_tokens` = cached.
+when it comes back), only when the request enabled `thinking` (as Anthropic would); text ->
+a `text` block, tool calls -> `tool_use` blocks; finish reason stop/length/tool_calls/
+content_filter -> end_turn/max_tokens/tool_use/refusal. Usage: `input_tokens` =
+`prompt_tokens` - cached (Anthropic's excludes cache reads), `cache_read_input_tokens` =
+cached.
 
 Stream: one state machine over Chat chunks: `message_start` (its `input_tokens` the gateway's
 prompt count, filled in by the encoder), then per block `content_block_start`, deltas
