@@ -2,8 +2,9 @@
 (OpenAI-compatible servers, local ones, litellm's other providers, `demo`).
 
 Request (Messages -> Chat):
-- `system` (a string or text blocks) -> one leading `system` message; `cache_control` marks
-  are dropped (OpenAI-compatible servers cache by themselves).
+- `system` (a string or text blocks) -> one leading `system` message, and a `system` turn
+  (Claude Code sends them mid-conversation) -> a `system` message in its place;
+  `cache_control` marks are dropped (OpenAI-compatible servers cache by themselves).
 - user turns: text and images (base64 -> `data:` URL, url -> url) -> content parts;
   `tool_result` blocks -> one `tool` message each, placed first (Chat wants them right after
   the assistant turn that called the tools); `is_error` results keep their text.
@@ -170,6 +171,8 @@ def to_chat(body: Mapping[str, Any]) -> dict[str, Any]:
         where = f"messages.{i}"
         if message["role"] == "user":
             messages.extend(_user_turn(message.get("content"), where))
+        elif message["role"] == "system":  # a system turn mid-conversation, kept in place
+            messages.append({"role": "system", "content": _text_of(message.get("content"))})
         else:
             messages.append(_assistant_turn(message.get("content"), where))
     chat: dict[str, Any] = {"model": body.get("model"), "messages": messages}

@@ -15,7 +15,8 @@ from typing import Any
 from gateway.config import ServerConfig
 from gateway.errors import InvalidRequest, invalid_value
 
-_ROLES = frozenset({"user", "assistant"})
+# `system` turns mid-conversation: Claude Code sends them (beta mid-conversation-system).
+_ROLES = frozenset({"user", "assistant", "system"})
 _TOOL_CHOICES = frozenset({"auto", "any", "tool", "none"})
 _THINKING = frozenset({"enabled", "disabled", "adaptive"})
 
@@ -103,7 +104,8 @@ def _messages(body: Mapping[str, Any], server: ServerConfig, required: bool) -> 
         if not isinstance(message, dict):
             raise invalid_value(where, f"{where}: must be an object")
         if not isinstance(message.get("role"), str) or message["role"] not in _ROLES:
-            raise invalid_value(f"{where}.role", f"{where}.role: must be 'user' or 'assistant'")
+            raise invalid_value(f"{where}.role", f"{where}.role: must be 'user', 'assistant' "
+                                "or 'system'")
         content = message.get("content")
         if isinstance(content, str):
             continue
