@@ -24,9 +24,9 @@ model, so a Claude-Code-shaped session can be played through both: a thinking bl
 of its text; OpenAI: always, as ``reasoning_content``), then, when tools are offered and the
 last turn is not a tool result, a call of the first tool with
 ``{"query": <last user text>}``, else the text ``"fake: " + <the tool result's text>``.
-Usage reports cache reads for a ``system`` prompt seen before (Anthropic: ``cache_read_input_tokens``, else
-``cache_creation_input_tokens`` when it carries ``cache_control``; OpenAI:
-``prompt_tokens_details.cached_tokens``). The Anthropic side refuses what the real API
+Usage reports cache reads for a ``system`` prompt seen before (Anthropic:
+``cache_read_input_tokens``, else ``cache_creation_input_tokens`` when it carries
+``cache_control``; OpenAI: ``prompt_tokens_details.cached_tokens``). The Anthropic side refuses what the real API
 refuses: a thinking block whose signature does not match its text, ``cache_control`` on a
 thinking block, and ``anthropic-beta`` flags starting with ``unknown-``. It also serves
 ``/v1/messages/count_tokens``.
