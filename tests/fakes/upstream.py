@@ -18,15 +18,15 @@ Faults (request header ``x-fake-fault``, else the server's default fault), comma
   some OpenAI-compatible servers do.
 * ``none`` (or empty) -- no fault; as a header it overrides the server's default fault.
 
-Agent models (a model name containing ``agent``, either protocol) answer like a coding agent's
-model, so a Claude-Code-shaped session can be played through both: a thinking block first
-(Anthropic: only when ``thinking`` is enabled or adaptive, signed with ``sig-`` + a digest
-of its text; OpenAI: always, as ``reasoning_content``), then, when tools are offered and the
-last turn is not a tool result, a call of the first tool with
-``{"query": <last user text>}``, else the text ``"fake: " + <the tool result's text>``.
-Usage reports cache reads for a ``system`` prompt seen before (Anthropic:
-``cache_read_input_tokens``, else ``cache_creation_input_tokens`` when it carries
-``cache_control``; OpenAI: ``prompt_tokens_details.cached_tokens``). The Anthropic side refuses what the real API
+Agent models (a model name containing ``agent``, either protocol) answer like a coding
+agent's model, so a Claude-Code-shaped session can be played through both: a thinking block
+first (Anthropic: only when ``thinking`` is enabled or adaptive, signed with ``sig-`` + a
+digest of its text; OpenAI: always, as ``reasoning_content``), then, when tools are offered
+and the last turn is not a tool result, a call of the first tool with ``{"query": <last user
+text>}``, else the text ``"fake: " + <the tool result's text>``. Usage reports cache reads
+for a ``system`` prompt seen before (Anthropic: ``cache_read_input_tokens``, else
+``cache_creation_input_tokens`` when it carries ``cache_control``; OpenAI:
+``prompt_tokens_details.cached_tokens``). The Anthropic side refuses what the real API
 refuses: a thinking block whose signature does not match its text, ``cache_control`` on a
 thinking block, and ``anthropic-beta`` flags starting with ``unknown-``. It also serves
 ``/v1/messages/count_tokens``.
