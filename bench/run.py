@@ -56,7 +56,20 @@ STEPS = [
     ("chat_c32", "chat", 32, False),
     ("stream_c1", "stream", 1, True),
     ("chat_c64", "chat", 64, False),
+    # Anthropic Messages, beside chat: passed through to an Anthropic-shaped upstream, and
+    # translated to the upstream's OpenAI Chat (the direct figure: the upstream's Messages)
+    ("messages_c1", "messages", 1, False),
+    ("messages_tr_c1", "messages_tr", 1, False),
+    ("messages_tr_stream_c1", "messages_tr_stream", 1, True),
+    ("messages_c64", "messages", 64, False),
+    ("messages_tr_c64", "messages_tr", 64, False),
 ]
+MESSAGES_MODEL = "claude-bench"  # an anthropic/ deployment on the fake upstream
+# payload -> (path, what a 200 body holds, what ends a stream)
+ROUTES = {"messages": ("/v1/messages", '"content"', "message_stop"),
+          "messages_tr": ("/v1/messages", '"content"', "message_stop"),
+          "messages_tr_stream": ("/v1/messages", '"content"', "message_stop")}
+CHAT_ROUTE = ("/v1/chat/completions", '"choices"', "[DONE]")
 
 
 def log(*parts: object) -> None:
@@ -284,10 +297,16 @@ def write_payloads(tmp: Path) -> dict[str, Path]:
     chat = {"model": CHAT_MODEL, "max_tokens": 64, "temperature": 0,
             "messages": [{"role": "system", "content": "You are a helpful assistant."},
                          {"role": "user", "content": text}]}
+    messages = {"model": MESSAGES_MODEL, "max_tokens": 64, "temperature": 0,
+                "system": "You are a helpful assistant.",
+                "messages": [{"role": "user", "content": text}]}
     bodies = {
         "chat": chat,
         "stream": {**chat, "stream": True, "stream_options": {"include_usage": True}},
         "embed": {"model": EMBED_MODEL, "input": text[:200]},
+        "messages": messages,
+        "messages_tr": {**messages, "model": CHAT_MODEL},
+        "messages_tr_stream": {**messages, "model": CHAT_MODEL, "stream": True},
     }
     paths = {}
     for name, obj in bodies.items():
@@ -305,7 +324,9 @@ def write_config(tmp: Path, upstream_port: int, deployments: int) -> Path:
         "models:\n"
         f"  - name: {CHAT_MODEL}\n    deployments:\n{chat_deps}"
         f"  - name: {EMBED_MODEL}\n    deployments:\n"
-        f"      - model: openai/{EMBED_MODEL}\n        api_base: {base}\n")
+        f"      - model: openai/{EMBED_MODEL}\n        api_base: {base}\n"
+        f"  - name: {MESSAGES_MODEL}\n    deployments:\n"
+        f"      - model: anthropic/{MESSAGES_MODEL}\n        api_base: {base[:-3]}\n")
     return path
 
 
@@ -432,6 +453,8 @@ class Bench:
             "chat": ("POST", "/v1/chat/completions", "chat", b'"choices"'),
             "stream": ("POST", "/v1/chat/completions", "stream", b"data: [DONE]"),
             "embeddings": ("POST", "/v1/embeddings", "embed", b'"embedding"'),
+            "messages": ("POST", "/v1/messages", "messages", b'"content"'),
+            "messages_translated": ("POST", "/v1/messages", "messages_tr", b'"content"'),
             "models": ("GET", "/v1/models", None, CHAT_MODEL.encode()),
         }
         out: dict[str, bool | str] = {}
@@ -446,11 +469,11 @@ class Bench:
 
     def load(self, port: int, payload: str, clients: int, stream: bool,
              headers: dict[str, str], cpu_pid: int = 0) -> dict:
-        argv = [self.python, str(BENCH / "load.py"),
-                f"http://127.0.0.1:{port}/v1/chat/completions",
+        path, expect, done = ROUTES.get(payload, CHAT_ROUTE)
+        argv = [self.python, str(BENCH / "load.py"), f"http://127.0.0.1:{port}{path}",
                 "--body-file", str(self.payloads[payload]), "-c", str(clients),
                 "-d", str(self.args.duration), "--warmup", str(self.args.warmup)]
-        argv += ["--stream"] if stream else ["--expect", '"choices"']
+        argv += ["--stream", "--done", done] if stream else ["--expect", expect]
         for k, v in headers.items():
             argv += ["--header", f"{k}: {v}"]
         if cpu_pid:
@@ -576,6 +599,14 @@ def aggregate(runs: list[dict], startup: list[float]) -> dict:
         ("chat c=64 p50 (ms)", "chat_c64", "p50_ms", "lower"),
         ("chat c=64 p99 (ms)", "chat_c64", "p99_ms", "lower"),
         ("throughput c=64, wrk (req/s)", "wrk_c64", "rps", "higher"),
+        ("messages passthrough c=1 p50 (ms)", "messages_c1", "p50_ms", "lower"),
+        ("messages translated c=1 p50 (ms)", "messages_tr_c1", "p50_ms", "lower"),
+        ("messages translated stream c=1 first event p50 (ms)", "messages_tr_stream_c1",
+         "ttfc_p50_ms", "lower"),
+        ("messages translated stream c=1 whole stream p50 (ms)", "messages_tr_stream_c1",
+         "p50_ms", "lower"),
+        ("messages passthrough throughput c=64 (req/s)", "messages_c64", "rps", "higher"),
+        ("messages translated throughput c=64 (req/s)", "messages_tr_c64", "rps", "higher"),
     ]
     for label, step, field, kind in figures:
         d, g = med("direct", step, field), med("gateway", step, field)
