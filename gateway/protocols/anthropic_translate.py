@@ -129,7 +129,9 @@ def _assistant_turn(content: Any, where: str) -> dict[str, Any]:
             continue
         else:
             raise _untranslatable(f"{where}.content.{i}", kind)
-    message: dict[str, Any] = {"role": "assistant", "content": "".join(texts) or None}
+    # no text: null beside tool calls, else "" (Chat refuses an empty assistant turn's null)
+    message: dict[str, Any] = {"role": "assistant",
+                               "content": "".join(texts) or (None if calls else "")}
     if calls:
         message["tool_calls"] = calls
     return message
