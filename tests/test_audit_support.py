@@ -13,14 +13,15 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.gateway_proc import GatewayProcess, run_in_thread
 
-# DESIGN.md "Audit event": the exact field list of an event in the API.
+# DESIGN.md "Audit event": the exact field list of an event in the API, then the fields later
+# sections added ("More protocols": `session_id`, the X-Claude-Code-Session-Id header).
 EVENT_FIELDS = ["id", "request_id", "received_at", "first_byte_at", "completed_at", "key_id",
                 "key_name", "team", "user", "endpoint", "model_requested", "model_served",
                 "deployment", "attempts", "fallback_used", "template_name", "template_version",
                 "input_tokens", "output_tokens", "total_tokens", "cost_usd", "latency_ms",
                 "status_code", "error_code", "pii", "stream", "cancelled", "partial",
                 "usage_source", "cost_estimated", "request_body", "response_body", "prev_hash",
-                "hash"]
+                "hash", "session_id"]
 
 
 def sql(url: str, statement: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
