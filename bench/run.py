@@ -61,7 +61,15 @@ STEPS = [
     ("responses_c1", "responses", 1, False),
     ("responses_stream_c1", "responses_stream", 1, True),
     ("responses_c64", "responses", 64, False),
+    # Anthropic Messages, beside chat: passed through to an Anthropic-shaped upstream, and
+    # translated to the upstream's OpenAI Chat (the direct figure: the upstream's Messages)
+    ("messages_c1", "messages", 1, False),
+    ("messages_tr_c1", "messages_tr", 1, False),
+    ("messages_tr_stream_c1", "messages_tr_stream", 1, True),
+    ("messages_c64", "messages", 64, False),
+    ("messages_tr_c64", "messages_tr", 64, False),
 ]
+MESSAGES_MODEL = "claude-bench"  # an anthropic/ deployment on the fake upstream
 # payload -> (gateway path, the payload `direct` sends to the upstream instead, what a
 # whole answer holds, the first-chunk and end markers of a stream)
 ROUTES = {
@@ -70,6 +78,11 @@ ROUTES = {
     "responses": ("/v1/responses", "chat", '"output"', "data:", "[DONE]"),
     "responses_stream": ("/v1/responses", "stream", '"output"',
                          "response.output_text.delta", "response.completed"),
+    # Messages: `direct` sends the same body to the upstream's own /v1/messages
+    "messages": ("/v1/messages", "messages", '"content"', "data:", "message_stop"),
+    "messages_tr": ("/v1/messages", "messages_tr", '"content"', "data:", "message_stop"),
+    "messages_tr_stream": ("/v1/messages", "messages_tr_stream", '"content"', "data:",
+                           "message_stop"),
 }
 
 
@@ -300,12 +313,18 @@ def write_payloads(tmp: Path) -> dict[str, Path]:
                          {"role": "user", "content": text}]}
     responses = {"model": CHAT_MODEL, "max_output_tokens": 64, "temperature": 0,
                  "instructions": "You are a helpful assistant.", "input": text, "store": False}
+    messages = {"model": MESSAGES_MODEL, "max_tokens": 64, "temperature": 0,
+                "system": "You are a helpful assistant.",
+                "messages": [{"role": "user", "content": text}]}
     bodies = {
         "chat": chat,
         "stream": {**chat, "stream": True, "stream_options": {"include_usage": True}},
         "embed": {"model": EMBED_MODEL, "input": text[:200]},
         "responses": responses,
         "responses_stream": {**responses, "stream": True},
+        "messages": messages,
+        "messages_tr": {**messages, "model": CHAT_MODEL},
+        "messages_tr_stream": {**messages, "model": CHAT_MODEL, "stream": True},
     }
     paths = {}
     for name, obj in bodies.items():
@@ -323,7 +342,9 @@ def write_config(tmp: Path, upstream_port: int, deployments: int) -> Path:
         "models:\n"
         f"  - name: {CHAT_MODEL}\n    deployments:\n{chat_deps}"
         f"  - name: {EMBED_MODEL}\n    deployments:\n"
-        f"      - model: openai/{EMBED_MODEL}\n        api_base: {base}\n")
+        f"      - model: openai/{EMBED_MODEL}\n        api_base: {base}\n"
+        f"  - name: {MESSAGES_MODEL}\n    deployments:\n"
+        f"      - model: anthropic/{MESSAGES_MODEL}\n        api_base: {base[:-3]}\n")
     return path
 
 
@@ -450,6 +471,8 @@ class Bench:
             "chat": ("POST", "/v1/chat/completions", "chat", b'"choices"'),
             "stream": ("POST", "/v1/chat/completions", "stream", b"data: [DONE]"),
             "embeddings": ("POST", "/v1/embeddings", "embed", b'"embedding"'),
+            "messages": ("POST", "/v1/messages", "messages", b'"content"'),
+            "messages_translated": ("POST", "/v1/messages", "messages_tr", b'"content"'),
             "models": ("GET", "/v1/models", None, CHAT_MODEL.encode()),
             "responses": ("POST", "/v1/responses", "responses", b'"output"'),
         }
@@ -608,6 +631,14 @@ def aggregate(runs: list[dict], startup: list[float]) -> dict:
         ("responses stream c=1 whole stream p50 (ms)", "responses_stream_c1", "p50_ms",
          "lower"),
         ("responses throughput c=64 (req/s)", "responses_c64", "rps", "higher"),
+        ("messages passthrough c=1 p50 (ms)", "messages_c1", "p50_ms", "lower"),
+        ("messages translated c=1 p50 (ms)", "messages_tr_c1", "p50_ms", "lower"),
+        ("messages translated stream c=1 first event p50 (ms)", "messages_tr_stream_c1",
+         "ttfc_p50_ms", "lower"),
+        ("messages translated stream c=1 whole stream p50 (ms)", "messages_tr_stream_c1",
+         "p50_ms", "lower"),
+        ("messages passthrough throughput c=64 (req/s)", "messages_c64", "rps", "higher"),
+        ("messages translated throughput c=64 (req/s)", "messages_tr_c64", "rps", "higher"),
     ]
     for label, step, field, kind in figures:
         d, g = med("direct", step, field), med("gateway", step, field)

@@ -43,3 +43,5 @@ class Services:
     pii_hash_key: bytes = b""
     rooms: RoomMemory = field(default_factory=RoomMemory)  # x-ratelimit-* without a decision
     responses: ResponseStore | None = None  # stored /v1/responses
+    # /v1 routes with a chain of their own, by path (`/v1/messages/count_tokens`)
+    v1_own_chains: dict[str, Handler] = field(default_factory=dict)

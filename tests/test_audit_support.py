@@ -13,7 +13,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.gateway_proc import GatewayProcess, run_in_thread
 
-# DESIGN.md "Audit event": the exact field list of an event in the API.
+# DESIGN.md "Audit event": the exact field list of an event in the API, then the fields later
+# sections added ("More protocols": `session_id`, the X-Claude-Code-Session-Id header).
 EVENT_FIELDS = ["id", "request_id", "received_at", "first_byte_at", "completed_at", "key_id",
                 "key_name", "team", "user", "endpoint", "model_requested", "model_served",
                 "deployment", "attempts", "fallback_used", "template_name", "template_version",
@@ -23,7 +24,9 @@ EVENT_FIELDS = ["id", "request_id", "received_at", "first_byte_at", "completed_a
                 "hash",
                 # DESIGN.md "Admin-change events"
                 "action", "actor_key_id", "target_type", "target_id", "target_name", "before",
-                "after"]
+                "after",
+                # DESIGN.md "More protocols"
+                "session_id"]
 
 
 def sql(url: str, statement: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:

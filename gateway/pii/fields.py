@@ -27,9 +27,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.pii import urls
+from gateway.pii import messages_fields, urls
 
-ENDPOINTS = ("chat", "completions", "embeddings", "responses")
+ENDPOINTS = ("chat", "completions", "embeddings", "responses", "messages", "messages:stored")
 
 NOT_TEXT = (
     "model", "messages[].role", "messages[].tool_call_id",
@@ -103,6 +103,17 @@ REQUEST_SCHEMA = _schema(((_SKIP, NOT_TEXT), (_SKIP, BINARY), (_URL, URLS),
 RESPONSE_SCHEMA = _schema(((_SKIP, RESPONSE_NOT_TEXT), (_SKIP, RESPONSE_BINARY),
                           (_URL, RESPONSE_URLS), (_SKIP, RESPONSES_RESPONSE_NOT_TEXT),
                           (_SKIP, RESPONSES_RESPONSE_BINARY), (_URL, RESPONSES_RESPONSE_URLS)))
+# Anthropic Messages (`messages_fields.py`): signed thinking is never rewritten by a policy;
+# "messages:stored" is the stored view (audit bodies, traces), which scans it too.
+_M = messages_fields
+SCHEMAS: dict[str, tuple[Schema, Schema]] = {
+    "messages": (_schema(((_SKIP, _M.NOT_TEXT + _M.SIGNED), (_SKIP, _M.BINARY),
+                          (_URL, _M.URLS))),
+                 _schema(((_SKIP, _M.RESPONSE_NOT_TEXT + _M.RESPONSE_SIGNED),))),
+    "messages:stored": (_schema(((_SKIP, _M.NOT_TEXT), (_SKIP, _M.BINARY), (_URL, _M.URLS))),
+                        _schema(((_SKIP, _M.RESPONSE_NOT_TEXT),))),
+}
+STORED = {"messages": "messages:stored"}  # endpoint -> the schema of its stored view
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,7 +236,7 @@ def walk_texts(body: dict[str, Any], endpoint: str) -> Iterator[TextField]:
     """Every text field of a request body for `endpoint` (chat, completions, embeddings)."""
     _check(endpoint)
     out: list[TextField] = []
-    _walk(body, REQUEST_SCHEMA, "", out)
+    _walk(body, SCHEMAS[endpoint][0] if endpoint in SCHEMAS else REQUEST_SCHEMA, "", out)
     return iter(out)
 
 
@@ -234,7 +245,7 @@ def walk_response_texts(resp: dict[str, Any], endpoint: str) -> Iterator[TextFie
     arguments, completions text, log-prob tokens, ...)."""
     _check(endpoint)
     out: list[TextField] = []
-    _walk(resp, RESPONSE_SCHEMA, "", out)
+    _walk(resp, SCHEMAS[endpoint][1] if endpoint in SCHEMAS else RESPONSE_SCHEMA, "", out)
     return iter(out)
 
 

@@ -18,6 +18,7 @@ from gateway.pipeline.stages.audit_gate import AuditGate
 from gateway.pipeline.stages.authenticate import Authenticate
 from gateway.pipeline.stages.call import CallProvider
 from gateway.pipeline.stages.cost import Cost
+from gateway.pipeline.stages.count_tokens import CountTokens
 from gateway.pipeline.stages.limits import LimitHeaders, Limits
 from gateway.pipeline.stages.parse import Parse
 from gateway.pipeline.stages.pii import Pii
@@ -58,3 +59,13 @@ def model_stages(*, config: LoadedConfig, auth: Authenticator, router: Router,
 
 def model_pipeline(stages: list[Stage], router: Router) -> Handler:
     return compose(stages, CallProvider(router))
+
+
+# Stages a token count skips: it is no model call (nothing is used, billed or templated).
+_NOT_FOR_COUNTS = (TemplateStage, TranslatedFields, Limits, Cost)
+
+
+def count_tokens_pipeline(stages: list[Stage], router: Router) -> Handler:
+    """`/v1/messages/count_tokens`: the same stage objects, less the ones above."""
+    return compose([s for s in stages if not isinstance(s, _NOT_FOR_COUNTS)],
+                   CountTokens(router))

@@ -50,6 +50,12 @@ RESPONSES = frozenset({
     "reasoning", "user", "safety_identifier", "prompt_cache_key", "service_tier", "store",
     "metadata", "include", "truncation", "previous_response_id", "background",
 }) | _EXTRAS
+# Anthropic Messages fields litellm's `anthropic_messages` may get (Bedrock, Vertex AI).
+MESSAGES = frozenset({
+    "messages", "max_tokens", "system", "metadata", "stop_sequences", "temperature", "top_p",
+    "top_k", "thinking", "tools", "tool_choice", "service_tier", "context_management",
+    "output_format", "output_config",
+})
 
 ALLOWED: Mapping[Endpoint, frozenset[str]] = {
     "chat": CHAT, "completions": COMPLETIONS, "embeddings": EMBEDDINGS,

@@ -119,7 +119,9 @@ def build_slots(config: LoadedConfig) -> dict[str, list[DeploymentSlot]]:
                 api_base=config.api_base(i, j), api_key=config.api_key(i, j),
                 timeout_s=dep.timeout_s, connect_timeout_s=dep.connect_timeout_s,
                 first_token_timeout_s=min(dep.first_token_timeout_s, dep.timeout_s),
-                idle_timeout_s=dep.idle_timeout_s, native=native_protocols(dep))
+                idle_timeout_s=dep.idle_timeout_s, native=native_protocols(dep),
+                anthropic_betas=None if dep.anthropic_beta_allowlist is None
+                else frozenset(dep.anthropic_beta_allowlist))
             slots.append(DeploymentSlot(target=target, weight=dep.weight, index=j,
                                         capacity=Capacity(dep.rpm, dep.tpm),
                                         pause_id=upstream_id(target)))
@@ -129,7 +131,12 @@ def build_slots(config: LoadedConfig) -> dict[str, list[DeploymentSlot]]:
 
 def native_protocols(dep: Deployment) -> frozenset[str]:
     """The client protocols beyond OpenAI's three that this deployment speaks itself."""
-    return frozenset({"responses"}) if dep.native_responses else frozenset()
+    native = set()
+    if dep.native_responses:
+        native.add("responses")
+    if dep.speaks_messages:
+        native.add("messages")
+    return frozenset(native)
 
 
 def native_problems(config: LoadedConfig) -> list[str]:

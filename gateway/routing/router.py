@@ -426,9 +426,15 @@ def _summary(exc: ProviderError, slot: DeploymentSlot) -> str:
     return scrub(exc.message, (slot.target.api_key, slot.target.api_base))
 
 
+_ANTHROPIC_USAGE = ("input_tokens", "output_tokens", "cache_read_input_tokens",
+                    "cache_creation_input_tokens")
+
+
 def _note_usage(slot: DeploymentSlot, usage: Any) -> None:
     if isinstance(usage, dict):
         total = usage.get("total_tokens") or ((usage.get("prompt_tokens") or 0)
-                                              + (usage.get("completion_tokens") or 0))
+                                              + (usage.get("completion_tokens") or 0)) \
+            or sum(v for k in _ANTHROPIC_USAGE  # Messages passthrough
+                   if isinstance(v := usage.get(k), int))
         if isinstance(total, int):
             slot.capacity.note_tokens(total, monotonic())

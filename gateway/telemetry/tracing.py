@@ -72,7 +72,7 @@ GATEWAY_TEAM = "gateway.team"
 GATEWAY_AUDIT_EVENT_ID = "gateway.audit.event_id"
 
 OPERATIONS: dict[str, str] = {"chat": "chat", "completions": "text_completion",
-                              "embeddings": "embeddings"}
+                              "embeddings": "embeddings", "messages": "chat"}
 OPERATIONS["responses"] = "chat"  # the Responses API: a chat turn (GenAI has no own name)
 # litellm provider prefix -> gen_ai.provider.name (well-known values; others pass through).
 PROVIDER_NAMES: dict[str, str] = {

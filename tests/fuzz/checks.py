@@ -7,7 +7,8 @@
   the Anthropic routes (`ERROR_SHAPES`: adding `/v1/messages` is its line there);
 - a 200 stream is well-formed SSE: JSON chunks, ending in `data: [DONE]` or an error event;
   on `/v1/responses`, `event:` + `data:` frames numbered 1, 2, … with one response id,
-  ending in exactly one terminal event (`STREAM_SHAPES`);
+  ending in exactly one terminal event (`STREAM_SHAPES`); on `/v1/messages`, Anthropic's:
+  `event:` lines naming each event's `type`, ending in `message_stop` or an `error` event;
 - no stack trace or upstream secret in any body.
 """
 
@@ -43,7 +44,7 @@ def anthropic_error(body: Any) -> None:
 
 # Longest prefix first; the first that matches a path names its error envelope.
 ERROR_SHAPES: list[tuple[str, Callable[[Any], None]]] = [
-    # ("/v1/messages", anthropic_error),   # when the Messages API lands
+    ("/v1/messages", anthropic_error),
     ("/", openai_error),
 ]
 
@@ -64,7 +65,8 @@ def check_answer(path: str, status: int, headers: Mapping[str, Any], content: by
         assert ctype.startswith("application/json"), f"{status} on {path} as {ctype!r}"
         error_shape(path)(orjson.loads(content))
     elif ctype.startswith("text/event-stream"):
-        stream_shape(path)(content)
+        (check_anthropic_sse if path.startswith("/v1/messages") else stream_shape(path))(
+            content)
 
 
 def check_sse(content: bytes) -> None:
@@ -80,6 +82,32 @@ def check_sse(content: bytes) -> None:
     assert last.startswith(b"data: "), last[:100]
     if last != b"data: [DONE]":
         openai_error(orjson.loads(last[6:]))
+
+
+def check_anthropic_sse(content: bytes) -> None:
+    """`event: T` + `data: {"type": T, ...}` pairs: `message_start` first, `message_stop` or
+    one `error` last, every content block started before its deltas and stopped after."""
+    events = [e for e in content.split(b"\n\n") if e.strip()]
+    assert events, "an empty stream"
+    names, open_blocks = [], set()
+    for event in events:
+        name_line, _, data_line = event.partition(b"\n")
+        assert name_line.startswith(b"event: ") and data_line.startswith(b"data: "), event[:100]
+        data = orjson.loads(data_line[6:])
+        name = name_line[7:].decode()
+        assert isinstance(data, dict) and data.get("type") == name, event[:100]
+        names.append(name)
+        if name == "content_block_start":
+            open_blocks.add(data["index"])
+        elif name == "content_block_delta":
+            assert data["index"] in open_blocks, event[:100]
+        elif name == "content_block_stop":
+            open_blocks.remove(data["index"])
+    assert names[0] in ("message_start", "error"), names
+    if names[-1] == "error":
+        anthropic_error(orjson.loads(events[-1].partition(b"\n")[2][6:]))
+    else:
+        assert names[-2:] == ["message_delta", "message_stop"] and not open_blocks, names
 
 
 def _header(headers: Mapping[str, Any], name: str) -> str:

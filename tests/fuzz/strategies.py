@@ -86,8 +86,32 @@ RESPONSES = st.fixed_dictionaries(
               "prompt": st.fixed_dictionaries({"id": st.just("fz-seed"), "variables":
                                                st.fixed_dictionaries({"topic": TEXT})})})
 
+# Anthropic Messages: turns alternate and end with the user's; blocks of text
+A_TEXT = st.fixed_dictionaries({"type": st.just("text"), "text": TEXT},
+                               optional={"cache_control": st.just({"type": "ephemeral"})})
+A_TURN = TEXT | st.lists(A_TEXT, min_size=1, max_size=2)
+A_TOOL = st.fixed_dictionaries({"name": st.sampled_from(["lookup", "get_weather"]),
+                                "input_schema": st.just({"type": "object", "properties": {}})},
+                               optional={"description": TEXT})
+MESSAGES = st.fixed_dictionaries(
+    {"model": st.sampled_from(["demo", "gpt-4o-mini", "claude-haiku"]),
+     "max_tokens": st.integers(1, 32),
+     "messages": st.lists(st.tuples(A_TURN, A_TURN), max_size=2).map(
+         lambda pairs: [m for u, a in pairs for m in ({"role": "user", "content": u},
+                                                     {"role": "assistant", "content": a})]
+         + [{"role": "user", "content": "hi"}])},
+    optional={"stream": st.booleans(), "temperature": st.floats(0, 1),
+              "top_p": st.floats(0, 1), "top_k": st.integers(0, 50),
+              "system": TEXT | st.lists(A_TEXT, min_size=1, max_size=2),
+              "stop_sequences": st.lists(TEXT, max_size=3),
+              "tools": st.lists(A_TOOL, min_size=1, max_size=2, unique_by=lambda t: t["name"]),
+              "tool_choice": st.sampled_from([{"type": "auto"}, {"type": "none"}]),
+              "thinking": st.just({"type": "enabled", "budget_tokens": 1024}),
+              "metadata": st.fixed_dictionaries({"user_id": TEXT})})
+
 BODIES = {"/v1/chat/completions": CHAT, "/v1/completions": COMPLETION,
-          "/v1/embeddings": EMBEDDINGS, "/v1/responses": RESPONSES}
+          "/v1/embeddings": EMBEDDINGS, "/v1/responses": RESPONSES,
+          "/v1/messages": MESSAGES}
 
 
 def _paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
@@ -126,5 +150,6 @@ def edited(draw: st.DrawFn, bodies: st.SearchStrategy[dict[str, Any]]) -> dict[s
                                  "template", "n", "logit_bias", "metadata", "functions",
                                  "parallel_tool_calls", "prompt", "input", "messages",
                                  "text", "reasoning", "instructions", "previous_response_id",
-                                 "include", "max_output_tokens"]))
+                                 "include", "max_output_tokens", "system", "thinking",
+                                 "max_tokens", "stop_sequences"]))
     return {**body, name: draw(ANY_VALUE)}

@@ -133,8 +133,53 @@ def responses_request(v: str, *, model: str = "echo-responses") -> dict[str, Any
     }
 
 
+def messages_request(v: str, *, model: str = "claude") -> dict[str, Any]:
+    """Anthropic Messages: every block type the walker knows, text `v` in each text place;
+    thinking carries `v` too (signed: listed as not text, so never rewritten)."""
+    image = {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}
+    cache = {"type": "ephemeral", "ttl": "5m"}
+    return {
+        "model": model, "max_tokens": 64,
+        "system": [{"type": "text", "text": v, "cache_control": cache}],
+        "messages": [
+            {"role": "user", "content": [
+                {"type": "text", "text": v, "cache_control": cache},
+                {"type": "image", "source": image},
+                {"type": "image", "source": {"type": "url",
+                                             "url": f"https://img.example.com/a.png?w={quote(v)}"}},
+                {"type": "document", "source": {"type": "base64", "media_type":
+                                                "application/pdf", "data": "JVBERi0="},
+                 "title": v, "context": v, "citations": {"enabled": True}},
+                {"type": "document", "source": {"type": "file", "file_id": "file_01A"}}]},
+            {"role": "assistant", "content": [
+                {"type": "thinking", "thinking": v, "signature": "EqQBCkYIAx"},
+                {"type": "redacted_thinking", "data": "EmwKAhgBEgy3"},
+                {"type": "text", "text": v, "citations": [
+                    {"type": "char_location", "cited_text": v, "document_index": 0,
+                     "document_title": v, "start_char_index": 0, "end_char_index": 3}]},
+                {"type": "tool_use", "id": "toolu_01A", "name": "lookup", "input": {"q": v}}]},
+            {"role": "user", "content": [
+                {"type": "tool_result", "tool_use_id": "toolu_01A", "is_error": False,
+                 "content": [{"type": "text", "text": v, "cache_control": cache},
+                             {"type": "image", "source": image},
+                             {"type": "image", "source": {
+                                 "type": "url", "url": f"https://x.example.com/?q={quote(v)}"}}]},
+                {"type": "tool_result", "tool_use_id": "toolu_01A", "content": v}]},
+            {"role": "user", "content": v},
+        ],
+        "tools": [{"name": "lookup", "description": v, "input_schema": _schema(v),
+                   "cache_control": cache},
+                  {"type": "web_search_20250305", "name": "web_search", "max_uses": 1}],
+        "tool_choice": {"type": "tool", "name": "lookup", "disable_parallel_tool_use": True},
+        "thinking": {"type": "enabled", "budget_tokens": 1024},
+        "metadata": {"user_id": v}, "stop_sequences": [v], "service_tier": "auto",
+        "temperature": 0.5, "top_p": 1, "top_k": 5, "stream": False,
+    }
+
+
 REQUESTS = {"chat": chat_request, "completions": completion_request,
-            "embeddings": embedding_request, "responses": responses_request}
+            "embeddings": embedding_request, "responses": responses_request,
+            "messages": messages_request}
 
 
 def chat_response(v: str) -> dict[str, Any]:
@@ -210,5 +255,22 @@ def responses_response(v: str) -> dict[str, Any]:
     }
 
 
+
+def messages_response(v: str) -> dict[str, Any]:
+    return {"id": "msg_01A", "type": "message", "role": "assistant", "model": "claude",
+            "content": [{"type": "thinking", "thinking": v, "signature": "EqQBCkYIAx"},
+                        {"type": "redacted_thinking", "data": "EmwKAhgBEgy3"},
+                        {"type": "text", "text": v, "citations": [
+                            {"type": "char_location", "cited_text": v, "document_index": 0,
+                             "document_title": v, "start_char_index": 0,
+                             "end_char_index": 3}]},
+                        {"type": "tool_use", "id": "toolu_01A", "name": "lookup",
+                         "input": {"q": v}}],
+            "stop_reason": "tool_use", "stop_sequence": v, "container": {"id": "c1"},
+            "usage": {"input_tokens": 3, "output_tokens": 4, "cache_read_input_tokens": 0,
+                      "service_tier": "standard"}}
+
+
 RESPONSES = {"chat": chat_response, "completions": completion_response,
-             "embeddings": embedding_response, "responses": responses_response}
+             "embeddings": embedding_response, "responses": responses_response,
+             "messages": messages_response}

@@ -20,6 +20,7 @@ from gateway.core.stages import Handler
 from gateway.errors import GatewayError, InvalidRequest, RedactionUnavailable
 from gateway.pii.actions import Redactor
 from gateway.pii.fields import token_array_field
+from gateway.pii.messages_stream import MessagesPiiSink
 from gateway.pii.output import AnswerFilter, PiiChunkSink, conceal_value
 from gateway.pii.policy import redact_request
 from gateway.pii.responses_events import ResponsesAnswerFilter, ResponsesPiiSink
@@ -91,6 +92,8 @@ def _chunk_sink(inner: ChunkSink, endpoint: str, rules: dict[str, str], restore:
                 redactor: Redactor) -> ChunkSink:
     if endpoint == "responses":  # events, not chunks (pii/responses_events.py)
         return ResponsesPiiSink(inner, rules, restore, redactor)
+    if endpoint == "messages":
+        return MessagesPiiSink(inner, rules, restore, redactor)
     return PiiChunkSink(inner, endpoint, rules, restore, redactor)
 
 
