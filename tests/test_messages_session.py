@@ -176,7 +176,7 @@ def test_pii_rules_reach_tool_calls_and_results_but_never_signed_thinking(
 
 def test_rows_without_a_session_hash_exactly_as_before_the_column_existed() -> None:
     """Old chains still verify: the encoding only grows when a late column is set."""
-    assert "session_id" not in HASHED_COLUMNS and LATE_COLUMNS == ("session_id",)
+    assert "session_id" not in HASHED_COLUMNS and "session_id" in LATE_COLUMNS
     assert HASHED_COLUMNS[-5:] == ("usage_source", "cost_estimated", "replica", "seq",
                                    "prev_hash")  # the columns of the chain's first version
     row = {name: None for name in HASHED_COLUMNS} | {
