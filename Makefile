@@ -117,7 +117,7 @@ test: install-dev lint $(AXE_JS) node-clients
 # The Open Responses compliance CLI against the gateway (demo model, fake upstream by Chat
 # translation and by passthrough). Needs a checkout of openresponses/openresponses with its
 # packages installed (GitHub only: not reachable from an offline build; the same scenarios
-# run in `make test` as tests/test_responses_compliance.py).
+# run in `make test` as tests/protocols/test_responses_compliance.py).
 compliance: install-dev
 	$(VPY) -m tests.clients.open_responses --suite $(OPENRESPONSES_DIR)
 
@@ -150,7 +150,7 @@ lock: $(if $(filter $(TOOLS_VENV)/bin/uv,$(UV)),$(TOOLS_VENV)/bin/uv)
 	$(UV) pip compile --quiet pyproject.toml --extra build $(LOCK_FLAGS) $(LOCK_ARGS) -o requirements.lock
 	$(UV) pip compile --quiet pyproject.toml --extra build --extra dev $(LOCK_FLAGS) $(LOCK_ARGS) -o requirements-dev.lock
 
-# tests/test_claude_code.py runs `claude -p` against a test gateway when this is installed.
+# tests/protocols/test_claude_code.py runs `claude -p` against a test gateway when this is installed.
 claude-code:
 	mkdir -p .cache/claude-code
 	cd .cache/claude-code && npm install --no-audit --no-fund --loglevel=error @anthropic-ai/claude-code

@@ -13,7 +13,7 @@ import pytest
 
 from gateway.web.request_head import MAX_HEAD_BYTES, MAX_HEADERS
 from tests.support.gateway_proc import GatewayProcess
-from tests.test_ui_http import csrf_of, sign_in
+from tests.ui.test_ui_http import csrf_of, sign_in
 
 MAX_BODY = 65536
 CONFIG = f"""

@@ -19,7 +19,7 @@ import pytest
 
 from tests.support.responses import PATHS, ResponsesGateway, start_responses_gateway
 
-NODE_CLIENTS = Path(__file__).parent / "clients" / "node"
+NODE_CLIENTS = Path(__file__).parents[1] / "clients" / "node"
 
 
 @pytest.fixture(scope="module")

@@ -14,9 +14,9 @@ import openai
 import pytest
 
 from tests.support.gateway_proc import GatewayProcess
-from tests.test_templates_unit import SHIPPED_EXAMPLES
+from tests.templates.test_templates_unit import SHIPPED_EXAMPLES
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CONFIG = """
 models:
   - name: demo

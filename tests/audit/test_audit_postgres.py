@@ -17,11 +17,7 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import GATEWAY_ENV, standard_config
-from tests.fakes.upstream import FakeUpstream
-from tests.support.gateway_proc import REPO, GatewayProcess
-from tests.support.postgres import fresh_database
-from tests.test_audit_support import (
+from tests.audit.test_audit_support import (
     TAMPERS,
     chain_rows,
     metrics,
@@ -31,6 +27,10 @@ from tests.test_audit_support import (
     verify_cli,
     wait_rows,
 )
+from tests.conftest import GATEWAY_ENV, standard_config
+from tests.fakes.upstream import FakeUpstream
+from tests.support.gateway_proc import REPO, GatewayProcess
+from tests.support.postgres import fresh_database
 
 pytestmark = pytest.mark.postgres
 MSG = [{"role": "user", "content": "audit me"}]

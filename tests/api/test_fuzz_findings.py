@@ -20,7 +20,7 @@ import pytest
 from tests.conftest import GATEWAY_ENV, standard_config
 from tests.fakes.upstream import FakeUpstream
 from tests.support.gateway_proc import GatewayProcess
-from tests.test_ui_http import csrf_of, sign_in
+from tests.ui.test_ui_http import csrf_of, sign_in
 
 HI = [{"role": "user", "content": "hi"}]
 WEATHER = [{"type": "function", "function": {"name": "get_weather"}}]

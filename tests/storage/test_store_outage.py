@@ -21,13 +21,13 @@ import httpx
 import openai
 import pytest
 
+from tests.audit.test_audit_postgres import pg_ctl
+from tests.audit.test_audit_support import wait_rows
 from tests.conftest import GATEWAY_ENV, standard_config
 from tests.fakes.upstream import FakeUpstream
 from tests.support.gateway_proc import GatewayProcess
 from tests.support.postgres import fresh_database
-from tests.test_audit_postgres import pg_ctl
-from tests.test_audit_support import wait_rows
-from tests.test_ui_http import csrf_of
+from tests.ui.test_ui_http import csrf_of
 
 pytestmark = pytest.mark.postgres
 

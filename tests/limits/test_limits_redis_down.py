@@ -16,9 +16,9 @@ import httpx
 import openai
 import pytest
 
+from tests.limits.test_limits_http import HI
 from tests.support.gateway_proc import GatewayProcess, free_port
 from tests.support.redis_server import REDIS_SERVER, RedisServer
-from tests.test_limits_http import HI
 
 pytestmark = pytest.mark.redis
 

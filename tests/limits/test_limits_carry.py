@@ -2,7 +2,7 @@
 is stopped and restarted (empty) by its PID: what a replica counted while Redis was away is
 carried into Redis before Redis decides again (windows at their age, open requests as Redis
 leases, budget holds), exactly once, and the replica's own Redis admissions count against
-its share during the outage. The end-to-end version is tests/test_limits_redis_recovery.py.
+its share during the outage. The end-to-end version is tests/limits/test_limits_redis_recovery.py.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import pytest
 from gateway.limits.model import BudgetLimit, ScopeLimit
 from gateway.limits.redis_store import RedisStore, connect
 from gateway.limits.shared import SharedStore
+from tests.limits.test_limits_store import res, uniq
 from tests.support.redis_server import REDIS_SERVER, RedisServer
-from tests.test_limits_store import res, uniq
 
 pytestmark = pytest.mark.redis
 

@@ -21,10 +21,10 @@ from typing import Any
 import openai
 import pytest
 
+from tests.audit.test_admin_changes import _sql
 from tests.support.axe import axe_source, serious_violations
 from tests.support.gateway_proc import GatewayProcess
-from tests.test_admin_changes import _sql
-from tests.test_ui_browser import ARGS, CHROMIUM, SHOTS, Session, _ensure_chromium
+from tests.ui.test_ui_browser import ARGS, CHROMIUM, SHOTS, Session, _ensure_chromium
 
 CONFIG = """
 models:

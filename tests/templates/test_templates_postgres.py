@@ -16,7 +16,7 @@ from tests.support.gateway_proc import GatewayProcess
 from tests.support.postgres import fresh_database
 
 pytestmark = pytest.mark.postgres
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CONFIG = """
 models:
   - name: demo

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from tests.support.gateway_proc import GatewayProcess
-from tests.test_ui_http import csrf_of, sign_in
+from tests.ui.test_ui_http import csrf_of, sign_in
 
 CONFIG = """
 models:

@@ -286,7 +286,7 @@ def page_server(page_port: int) -> Iterator[int]:
 
 def test_a_page_on_another_origin_calls_the_gateway_with_fetch(
         cors_gw: GatewayProcess, key: str, page_server: int) -> None:
-    from tests.test_ui_browser import ARGS, CHROMIUM, _ensure_chromium
+    from tests.ui.test_ui_browser import ARGS, CHROMIUM, _ensure_chromium
 
     _ensure_chromium()
     from playwright.sync_api import sync_playwright

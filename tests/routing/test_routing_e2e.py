@@ -19,8 +19,8 @@ import yaml
 from aiohttp import web
 
 from tests.fakes.upstream import FakeUpstream, Fault
+from tests.routing.test_routing_router import ContextLimitedUpstream
 from tests.support.gateway_proc import GatewayProcess, free_port
-from tests.test_routing_router import ContextLimitedUpstream
 
 MSG = [{"role": "user", "content": "hello there"}]
 SPLIT_WEIGHTS = {"openai/split-a": 1, "openai/split-b": 2, "openai/split-c": 5}

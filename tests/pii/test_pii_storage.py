@@ -17,9 +17,9 @@ import httpx
 import openai
 import pytest
 
+from tests.audit.test_audit_telemetry import Receiver, attrs
 from tests.fakes.upstream import FakeUpstream
 from tests.support.gateway_proc import REPO, GatewayProcess
-from tests.test_audit_telemetry import Receiver, attrs
 
 CARD = "4111 1111 1111 1111"
 SSN = "219-09-9999"

@@ -17,8 +17,8 @@ import httpx
 import openai
 import pytest
 
+from tests.audit.test_admin_changes import _sql
 from tests.support.gateway_proc import GATEWAY_BIN, GatewayProcess
-from tests.test_admin_changes import _sql
 
 CONFIG = """
 models:

@@ -22,10 +22,7 @@ import openai
 import pytest
 
 from gateway.timeutil import iso, utcnow
-from tests.conftest import GATEWAY_ENV, standard_config
-from tests.fakes.upstream import FakeUpstream
-from tests.support.gateway_proc import GatewayProcess, run_in_thread
-from tests.test_audit_support import (
+from tests.audit.test_audit_support import (
     EVENT_FIELDS,
     TAMPERS,
     chain_rows,
@@ -36,6 +33,9 @@ from tests.test_audit_support import (
     verify_cli,
     wait_rows,
 )
+from tests.conftest import GATEWAY_ENV, standard_config
+from tests.fakes.upstream import FakeUpstream
+from tests.support.gateway_proc import GatewayProcess, run_in_thread
 
 HMAC_KEY = "audit-hmac-test-key-0123456789"
 ISO_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")

@@ -22,7 +22,7 @@ from gateway.templates.sandbox import MAX_ITERATIONS, make_environment
 from gateway.templates.spec import canonical, parse_spec, spec_problems, to_yaml
 from gateway.templates.versions import TemplateVersion, check_spec
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 ENV = make_environment()
 
 # Example variables for every shipped prompt, and a phrase each rendering must contain.

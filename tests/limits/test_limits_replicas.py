@@ -1,5 +1,5 @@
 """Three gateway processes sharing one Redis and one PostgreSQL behave as one gateway:
-the same burst, tpm and budget tests as tests/test_limits_http.py, with the requests spread
+the same burst, tpm and budget tests as tests/limits/test_limits_http.py, with the requests spread
 over the replicas. Needs `make test` (GATEWAY_TEST_REDIS_URL, GATEWAY_TEST_POSTGRES_URL);
 skipped with the reason elsewhere.
 """
@@ -15,9 +15,9 @@ import openai
 import pytest
 
 from tests.fakes.upstream import FakeUpstream
+from tests.limits.test_limits_http import HI, HI_COST
 from tests.support.gateway_proc import GatewayProcess
 from tests.support.postgres import fresh_database
-from tests.test_limits_http import HI, HI_COST
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 

@@ -26,7 +26,7 @@ from tests.conftest import GATEWAY_ENV
 from tests.fakes.upstream import FakeUpstream
 from tests.support.gateway_proc import REPO, GatewayProcess
 
-RECORDING = json.loads((Path(__file__).parent / "fakes" / "claude_code_requests.json")
+RECORDING = json.loads((Path(__file__).parents[1] / "fakes" / "claude_code_requests.json")
                        .read_text())["requests"]
 MODELS = ["claude-agent", "gpt-agent"]  # passthrough, translated
 

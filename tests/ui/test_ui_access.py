@@ -15,7 +15,7 @@ from starlette.routing import Mount, Route
 
 from gateway.ui import routes as ui_routes
 from tests.support.gateway_proc import GatewayProcess
-from tests.test_ui_http import CONFIG, csrf_of, sign_in
+from tests.ui.test_ui_http import CONFIG, csrf_of, sign_in
 
 # The only `/ui` routes a caller without a session may use.
 PUBLIC = {("GET", "/ui/login"), ("POST", "/ui/login"), ("GET", "/ui/{rest:path}"),
