@@ -33,6 +33,7 @@ MODELS = ["claude-agent", "gpt-agent"]  # passthrough, translated
 
 def _claude_bin() -> str | None:
     for candidate in (os.environ.get("CLAUDE_CODE_BIN"),
+                      str(REPO / "tests" / "clients" / "node" / "node_modules" / ".bin" / "claude"),
                       str(REPO / ".cache" / "claude-code" / "node_modules" / ".bin" / "claude"),
                       shutil.which("claude")):
         if candidate and Path(candidate).exists():
@@ -113,7 +114,7 @@ def test_claude_codes_recorded_requests_are_served_on_both_routes(
 
 
 @pytest.mark.skipif(_claude_bin() is None, reason="Claude Code is not installed "
-                    "(make claude-code, or set CLAUDE_CODE_BIN)")
+                    "(make node-clients, or set CLAUDE_CODE_BIN)")
 @pytest.mark.parametrize("model", MODELS)
 def test_claude_code_itself_works_through_the_gateway(
         env: tuple[GatewayProcess, FakeUpstream, str], tmp_path: Path, model: str) -> None:
