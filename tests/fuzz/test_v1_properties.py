@@ -32,10 +32,19 @@ def http(fuzz_target: FuzzTarget) -> Iterator[httpx.Client]:
         yield client
 
 
+MAX_ANSWER_BYTES = 16 * 1024 * 1024  # no answer to these small bodies comes near it
+
+
 def _post(http: httpx.Client, target: FuzzTarget, path: str, body: Any) -> httpx.Response:
     # json.dumps, not orjson: integers beyond 64 bits must reach the server as sent
-    r = http.post(path, content=json.dumps(body), headers={
-        "content-type": "application/json", "x-request-id": target.request_id()})
+    with http.stream("POST", path, content=json.dumps(body), headers={
+            "content-type": "application/json", "x-request-id": target.request_id()}) as r:
+        content = bytearray()
+        for piece in r.iter_bytes():
+            content += piece
+            assert len(content) <= MAX_ANSWER_BYTES, \
+                f"an answer over {MAX_ANSWER_BYTES} bytes on {path}: {bytes(content[:300])!r}"
+    r._content = bytes(content)
     check_answer(path, r.status_code, r.headers, r.content)
     return r
 
