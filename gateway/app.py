@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import hashlib
 import logging
 from collections.abc import AsyncIterator
 
@@ -31,6 +32,9 @@ from gateway.api.cors import CorsMiddleware, PreflightHook
 from gateway.api.middleware import RequestIdMiddleware
 from gateway.api.tracing_middleware import TracingMiddleware
 from gateway.audit.writer import AuditWriter
+from gateway.cache.keys import KeyMaker, route_fingerprints
+from gateway.cache.rules import RulesBook
+from gateway.cache.store import CacheStore, MemoryCache, RedisCache
 from gateway.config import LoadedConfig, load_config
 from gateway.core.audit_event import AuditEvent
 from gateway.core.stages import Handler
@@ -41,6 +45,7 @@ from gateway.limits.limiter import Limiter
 from gateway.offline_data import price_map_path, use_offline_tiktoken
 from gateway.pii.output import pii_hash_key
 from gateway.pipeline.chain import model_pipeline, model_stages
+from gateway.pipeline.stages.cache import CacheLookup
 from gateway.policies.store import policies_for
 from gateway.pricing import PriceBook
 from gateway.providers.bridge import Bridge, Translator
@@ -104,16 +109,27 @@ def build_services(settings: Settings, config: LoadedConfig) -> Services:
     if tracing.enabled:
         recorders.append(TraceRecorder(tracing))
     rooms = RoomMemory()
+    cache = CacheLookup(RulesBook(config), KeyMaker(
+        hashlib.sha256(b"gateway-cache:" + hash_key).digest(), route_fingerprints(config)),
+        cache_store(settings, config), metrics)
     stages = model_stages(config=config, auth=auth, router=router, limiter=limiter,
                           audit_writer=audit, policies=policies, templates=templates,
                           metrics=metrics, pii_hash_key=hash_key, recorders=recorders,
-                          translated=router.translated, rooms=rooms)
+                          translated=router.translated, rooms=rooms, cache=cache)
     pipeline = model_pipeline(stages, router)
     return Services(settings=settings, config=config, engine=engine, keys=keys,
                     teams=TeamStore(engine), auth=auth, router=router, audit=audit, v1=pipeline,
                     limits=limiter,
                     policies=policies, templates=templates, metrics=metrics, tracing=tracing,
-                    pii_hash_key=hash_key, rooms=rooms)
+                    pii_hash_key=hash_key, rooms=rooms, cache=cache.store)
+
+
+def cache_store(settings: Settings, config: LoadedConfig) -> CacheStore:
+    """Redis when the limiter has one (replicas share answers), else this process's LRU."""
+    store = config.raw.cache_store
+    if settings.redis_url:
+        return RedisCache.from_url(settings.redis_url, max_entry_bytes=store.max_entry_kb * 1024)
+    return MemoryCache(store.max_mb * 1024 * 1024, store.max_entry_kb * 1024)
 
 
 async def _check_schema(svc: Services) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from gateway.audit.writer import AuditWriter
 from gateway.config import LoadedConfig
@@ -41,3 +41,4 @@ class Services:
     tracing: Tracing | None = None
     pii_hash_key: bytes = b""
     rooms: RoomMemory = field(default_factory=RoomMemory)  # x-ratelimit-* without a decision
+    cache: Any = None  # gateway.cache.store.CacheStore: the response cache's entries

@@ -41,7 +41,7 @@ EXPORT_PAGE = 500  # rows per read: memory stays flat even with large bodies
 
 TEXT_FILTERS = ("key_id", "team", "user", "model_requested", "model_served", "deployment",
                 "template_name", "error_code", "request_id", "action", "actor_key_id",
-                "target_type", "target_id")
+                "target_type", "target_id", "cache_status")
 FILTERS = (*TEXT_FILTERS, "status_code", "stream", "pii_kind", "since", "until")
 PAGING = ("limit", "cursor")
 
@@ -53,10 +53,12 @@ EVENT_FIELDS = ("id", "request_id", "received_at", "first_byte_at", "completed_a
                 "status_code", "error_code", "pii", "stream", "cancelled", "partial",
                 "usage_source", "cost_estimated", "request_body", "response_body",
                 "prev_hash", "hash", "action", "actor_key_id", "target_type", "target_id",
-                "target_name", "before", "after")
+                "target_name", "before", "after", "cache_status", "cache_source_request_id",
+                "saved_cost_usd")
 _TIMES = ("received_at", "first_byte_at", "completed_at")
 _ROW_COLUMNS = (*(c for c in EVENT_FIELDS
-                  if c not in ("cost_usd", "request_body", "response_body")), "cost_nanos")
+                  if c not in ("cost_usd", "saved_cost_usd", "request_body", "response_body")),
+                "cost_nanos", "saved_cost_nanos")
 _ID = re.compile(r"^[0-9a-z_]{1,32}$")
 _TRUE, _FALSE = frozenset({"true", "1"}), frozenset({"false", "0"})
 _MAX_TEXT = 256
@@ -247,8 +249,8 @@ def event_json(row: Mapping[str, Any]) -> dict[str, Any]:
     """One row (with or without bodies) as the API's event object, fields in contract order."""
     out: dict[str, Any] = {}
     for name in EVENT_FIELDS:
-        if name == "cost_usd":
-            nanos = row["cost_nanos"]
+        if name in ("cost_usd", "saved_cost_usd"):
+            nanos = row.get(name.replace("_usd", "_nanos"))
             out[name] = None if nanos is None else round(nanos / 1e9, 9)
         elif name in ("request_body", "response_body"):
             out[name] = _parse_body(row.get(name))

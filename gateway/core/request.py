@@ -123,3 +123,5 @@ class RequestContext:
     answer: Any = None
     conceal: Callable[[Any], Any] | None = None  # PII restore: originals -> placeholders
     stored: Any = None  # the audit stage's redacted view of the bodies (made once)
+    cache: Any = None  # gateway.cache.state.CacheState when the route caches answers
+    output_pii_found: bool = False  # the output rules found (and changed) something

@@ -16,6 +16,7 @@ from gateway.pipeline.stages.access import ModelAccess
 from gateway.pipeline.stages.audit import Audit
 from gateway.pipeline.stages.audit_gate import AuditGate
 from gateway.pipeline.stages.authenticate import Authenticate
+from gateway.pipeline.stages.cache import CacheFill, CacheLookup
 from gateway.pipeline.stages.call import CallProvider
 from gateway.pipeline.stages.cost import Cost
 from gateway.pipeline.stages.limits import LimitHeaders, Limits
@@ -33,7 +34,8 @@ def model_stages(*, config: LoadedConfig, auth: Authenticator, router: Router,
                  limiter: Limiter, audit_writer: Any, policies: PolicyRegistry,
                  templates: TemplateRegistry, metrics: Any, pii_hash_key: bytes,
                  recorders: list[Callable[[RequestContext], None]],
-                 translated: Collection[str], rooms: RoomMemory) -> list[Stage]:
+                 translated: Collection[str], rooms: RoomMemory,
+                 cache: CacheLookup | None = None) -> list[Stage]:
     """Outermost first; see `gateway.pipeline.stages` for what each one does."""
     return [
         Telemetry(recorders),
@@ -47,8 +49,12 @@ def model_stages(*, config: LoadedConfig, auth: Authenticator, router: Router,
         ModelAccess(frozenset(router.slots), policies),
         TranslatedFields(translated),
         Limits(limiter, rooms),
+        # The cache writes outside cost and PII (the cost known, the output rules passed),
+        # and looks up inside them (the body redacted; a hit restored and priced at 0).
+        *([CacheFill(cache.store)] if cache is not None else []),
         Cost(limiter.prices, limiter.unpriced_models, limiter.metrics),
         Pii(pii_hash_key, metrics),
+        *([cache] if cache is not None else []),
     ]
 
 

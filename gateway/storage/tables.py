@@ -114,6 +114,11 @@ audit_events = Table(
     Column("target_name", String(256), nullable=True),
     Column("before", JSON, nullable=True),
     Column("after", JSON, nullable=True),
+    # The response cache (migration 0008): HIT | MISS | BYPASS | REFRESH on routes with the
+    # cache on; a hit's source request and what it saved. Hashed only when set, as above.
+    Column("cache_status", String(16), nullable=True),
+    Column("cache_source_request_id", String(128), nullable=True),
+    Column("saved_cost_nanos", BigInteger, nullable=True),
     # One index per audit filter, ending in `id` so "filter, newest first, LIMIT n" is a range
     # scan; the chain index serves verify and purge.
     Index("ix_audit_events_key_id_id", "key_id", "id"),
@@ -130,6 +135,7 @@ audit_events = Table(
     Index("ix_audit_events_actor_key_id_id", "actor_key_id", "id"),
     Index("ix_audit_events_target_type_id", "target_type", "id"),
     Index("ix_audit_events_target_id_id", "target_id", "id"),
+    Index("ix_audit_events_cache_status_id", "cache_status", "id"),
 )
 
 audit_bodies = Table(
