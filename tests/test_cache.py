@@ -434,7 +434,7 @@ def test_hits_count_against_rpm(gw: GatewayProcess) -> None:
 
 
 def test_hits_do_not_count_against_tpm(gw: GatewayProcess) -> None:
-    key = _key(gw, "red", tpm=400)
+    key = _key(gw, "red", tpm=100)
     text = _prompt()
     codes = [chat(gw, key, text, max_tokens=20).status_code for _ in range(30)]
     assert codes == [200] * 30
