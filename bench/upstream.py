@@ -8,7 +8,13 @@ Endpoints (with or without the `/v1` prefix):
                               chunk, a usage chunk when `stream_options.include_usage`, [DONE]
   POST /v1/completions        the same for legacy completions
   POST /v1/embeddings         one vector per input
+  POST /v1/messages           Anthropic Messages: JSON, or its SSE events when `"stream": true`
+                              (message_start, one text block of N deltas, message_delta,
+                              message_stop)
   GET  /v1/models, /v1/models/{id}, /health, /healthz
+
+Path prefixes for the soak (`bench/soak.py`): `/fail/v1/...` answers 500 to every POST;
+`/slow/v1/...` streams with 20 ms between chunks (so a client can leave mid-stream).
 
 Knobs: `--chunks N` (content chunks per stream, default 20; header `x-bench-chunks` overrides),
 `--chunk-delay-ms` (gap between chunks, default 0), `--embed-dim` (default 16).
@@ -36,7 +42,9 @@ WORDS = [
 COMPLETION_TOKENS = 16
 ANSWER = "".join(WORDS[i % len(WORDS)] for i in range(COMPLETION_TOKENS))
 MODELS = ["gpt-4o-mini", "gpt-4o", "text-embedding-3-small", "gpt-3.5-turbo-instruct"]
-REASONS = {200: b"OK", 400: b"Bad Request", 404: b"Not Found", 405: b"Method Not Allowed"}
+SLOW_CHUNK_DELAY_S = 0.02
+REASONS = {200: b"OK", 400: b"Bad Request", 404: b"Not Found", 405: b"Method Not Allowed",
+           500: b"Internal Server Error"}
 MAX_HEAD = 64 * 1024
 
 
@@ -100,6 +108,37 @@ def embed_body(req: dict, raw_len: int) -> dict:
     u = usage(raw_len, 0)
     return {"object": "list", "model": req.get("model", "text-embedding-3-small"), "data": data,
             "usage": {"prompt_tokens": u["prompt_tokens"], "total_tokens": u["prompt_tokens"]}}
+
+
+def anthropic_body(req: dict, raw_len: int) -> dict:
+    return {"id": f"msg_bench{next(_ids)}", "type": "message", "role": "assistant",
+            "model": req.get("model", "claude"), "content": [{"type": "text", "text": ANSWER}],
+            "stop_reason": "end_turn", "stop_sequence": None,
+            "usage": {"input_tokens": max(1, raw_len // 4), "output_tokens": COMPLETION_TOKENS}}
+
+
+def anthropic_events(req: dict, raw_len: int, nchunks: int) -> list[bytes]:
+    """Anthropic's SSE, each event one HTTP chunk."""
+    message = {**anthropic_body(req, raw_len), "content": [], "stop_reason": None}
+    message["usage"] = {**message["usage"], "output_tokens": 1}
+    events: list[tuple[str, dict]] = [
+        ("message_start", {"type": "message_start", "message": message}),
+        ("content_block_start", {"type": "content_block_start", "index": 0,
+                                 "content_block": {"type": "text", "text": ""}})]
+    for i in range(nchunks):
+        events.append(("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                                "delta": {"type": "text_delta",
+                                                          "text": WORDS[i % len(WORDS)]}}))
+    events += [("content_block_stop", {"type": "content_block_stop", "index": 0}),
+               ("message_delta", {"type": "message_delta",
+                                  "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                                  "usage": {"output_tokens": nchunks}}),
+               ("message_stop", {"type": "message_stop"})]
+    out = []
+    for name, obj in events:
+        frame = b"event: " + name.encode() + b"\ndata: " + orjson.dumps(obj) + b"\n\n"
+        out.append(b"%x\r\n%s\r\n" % (len(frame), frame))
+    return out
 
 
 def sse_events(req: dict, raw_len: int, chat: bool, nchunks: int) -> list[bytes]:
@@ -206,6 +245,14 @@ class Upstream(asyncio.Protocol):
 
     def handle(self, method: bytes, path: bytes, headers: list[bytes], body: bytes,
                close: bool) -> None:
+        delay = Settings.chunk_delay_s
+        if path.startswith(b"/fail/") and method == b"POST":
+            self.send(json_response(500, {"error": {"message": "upstream failure (bench)",
+                                                    "type": "server_error", "param": None,
+                                                    "code": None}}, close), close)
+            return
+        if path.startswith(b"/slow/"):
+            path, delay = path[5:], SLOW_CHUNK_DELAY_S
         if path.startswith(b"/v1/"):
             path = path[3:]
         if method == b"POST":
@@ -224,11 +271,16 @@ class Upstream(asyncio.Protocol):
                         if h[:15].lower() == b"x-bench-chunks:":
                             nchunks = int(h[15:])
                     frames = sse_events(req, len(body), chat, nchunks)
-                    self.stream(frames, close)
+                    self.stream(frames, close, delay)
                     return
                 self.send(json_response(200, chat_body(req, len(body), chat), close), close)
             elif path == b"/embeddings":
                 self.send(json_response(200, embed_body(req, len(body)), close), close)
+            elif path == b"/messages":
+                if req.get("stream"):
+                    self.stream(anthropic_events(req, len(body), Settings.chunks), close)
+                    return
+                self.send(json_response(200, anthropic_body(req, len(body)), close), close)
             else:
                 self.send(error(404, f"unknown path {path.decode('latin-1')}", close), close)
         elif method == b"GET":
@@ -256,10 +308,10 @@ class Upstream(asyncio.Protocol):
             self.closed = True
             self.transport.close()
 
-    def stream(self, frames: list[bytes], close: bool) -> None:
-        if Settings.chunk_delay_s > 0:
+    def stream(self, frames: list[bytes], close: bool, delay: float = 0.0) -> None:
+        if delay > 0:
             self.busy = True
-            self.task = asyncio.ensure_future(self.stream_slowly(frames, close))
+            self.task = asyncio.ensure_future(self.stream_slowly(frames, close, delay))
             return
         # One write per SSE event so the client sees them as separate arrivals.
         w = self.transport.write
@@ -268,7 +320,7 @@ class Upstream(asyncio.Protocol):
             w(frame)
         self.send(b"0\r\n\r\n", close)
 
-    async def stream_slowly(self, frames: list[bytes], close: bool) -> None:
+    async def stream_slowly(self, frames: list[bytes], close: bool, delay: float) -> None:
         try:
             if self.closed:
                 return
@@ -277,7 +329,7 @@ class Upstream(asyncio.Protocol):
                 if self.closed:
                     return
                 if i:
-                    await asyncio.sleep(Settings.chunk_delay_s)
+                    await asyncio.sleep(delay)
                 self.transport.write(frame)
             self.send(b"0\r\n\r\n", close)
         finally:

@@ -13,7 +13,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.gateway_proc import GatewayProcess, run_in_thread
 
-# DESIGN.md "Audit event": the exact field list of an event in the API.
+# DESIGN.md "Audit event": the exact field list of an event in the API, then the fields later
+# sections added ("More protocols": `session_id`, the X-Claude-Code-Session-Id header).
 EVENT_FIELDS = ["id", "request_id", "received_at", "first_byte_at", "completed_at", "key_id",
                 "key_name", "team", "user", "endpoint", "model_requested", "model_served",
                 "deployment", "attempts", "fallback_used", "template_name", "template_version",
@@ -24,6 +25,8 @@ EVENT_FIELDS = ["id", "request_id", "received_at", "first_byte_at", "completed_a
                 # DESIGN.md "Admin-change events"
                 "action", "actor_key_id", "target_type", "target_id", "target_name", "before",
                 "after",
+                # DESIGN.md "More protocols"
+                "session_id",
                 # DESIGN.md "Cache"
                 "cache_status", "cache_source_request_id", "saved_cost_usd"]
 

@@ -114,6 +114,9 @@ audit_events = Table(
     Column("target_name", String(256), nullable=True),
     Column("before", JSON, nullable=True),
     Column("after", JSON, nullable=True),
+    # Added after the chain's first rows (migration 0005_session_id): hashed only when set,
+    # so the rows written before it verify as they were (`audit/chain.py`, `LATE_COLUMNS`).
+    Column("session_id", String(128), nullable=True),  # the client's X-Claude-Code-Session-Id
     # The response cache (migration 0008): HIT | MISS | BYPASS | REFRESH on routes with the
     # cache on; a hit's source request and what it saved. Hashed only when set, as above.
     Column("cache_status", String(16), nullable=True),
@@ -135,6 +138,7 @@ audit_events = Table(
     Index("ix_audit_events_actor_key_id_id", "actor_key_id", "id"),
     Index("ix_audit_events_target_type_id", "target_type", "id"),
     Index("ix_audit_events_target_id_id", "target_id", "id"),
+    Index("ix_audit_events_session_id_id", "session_id", "id"),
     Index("ix_audit_events_cache_status_id", "cache_status", "id"),
 )
 
