@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import anthropic
 import httpx
 import openai
 import pytest
@@ -77,6 +78,10 @@ models:
     deployments: [{{model: openai/gpt-4o-mini, api_base: "{faulty}/v1", timeout_s: 3,
                    first_token_timeout_s: 2, idle_timeout_s: 2}}]
     cache: {{enabled: true}}
+  - name: cached-claude
+    deployments: [{{model: anthropic/claude-3-5-haiku-20241022, api_base: "{upstream}",
+                   api_key: env:FAKE_ANTHROPIC_KEY}}]
+    cache: {{enabled: true}}
   - name: uncached
     deployments: [{{model: openai/gpt-4o-mini, api_base: "{upstream}/v1"}}]
 router: {{retries: 0, cooldown_s: 0.1, failures_to_cooldown: 100}}
@@ -90,7 +95,8 @@ def gw(tmp_path_factory: pytest.TempPathFactory, upstream: FakeUpstream,
     (root / "policies").mkdir()
     for name, text in POLICIES.items():
         (root / "policies" / name).write_text(text)
-    proc = GatewayProcess(root, _config(upstream.url, fault_upstream_server.url)).start()
+    proc = GatewayProcess(root, _config(upstream.url, fault_upstream_server.url),
+                          env={"FAKE_ANTHROPIC_KEY": "sk-ant-upstream"}).start()
     for team in ("red", "blue", "restorers", "policy-cached"):
         proc.create_team(name=team)
     yield proc
@@ -447,3 +453,88 @@ def test_hit_ratio_and_saved_cost_are_metrics(gw: GatewayProcess, red_key: str) 
     metrics = httpx.get(gw.url + "/metrics", timeout=10).text
     assert 'gateway_cache_requests_total{model="cached",status="HIT",team="red"}' in metrics
     assert 'gateway_cache_saved_cost_usd_total{model="cached",team="red"}' in metrics
+
+
+# --- Responses and Messages ----------------------------------------------------------------
+
+def test_a_responses_answer_serves_a_streamed_caller_with_its_terminal_event_and_usage(
+        gw: GatewayProcess, upstream: FakeUpstream, red_key: str) -> None:
+    client = sdk(gw, red_key)
+    text = _prompt("responses")
+    first = client.responses.with_raw_response.create(
+        model="cached", input=text, store=False, temperature=0)
+    whole = first.parse()
+    assert first.headers["x-gateway-cache"] == "MISS"
+    raw = client.responses.with_raw_response.create(
+        model="cached", input=text, store=False, temperature=0, stream=True)
+    assert raw.headers["x-gateway-cache"] == "HIT"
+    events = list(raw.parse())
+    assert events[0].type == "response.created" and events[-1].type == "response.completed"
+    deltas = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    final = events[-1].response
+    assert deltas == final.output_text == whole.output_text
+    assert final.usage is not None and final.usage.total_tokens == whole.usage.total_tokens
+    assert final.id != whole.id and final.store is False
+    assert _upstream_calls(upstream, text) == 1
+
+
+def test_a_streamed_responses_answer_serves_a_whole_caller(gw: GatewayProcess,
+                                                           red_key: str) -> None:
+    client = sdk(gw, red_key)
+    text = _prompt("responses stream")
+    events = list(client.responses.create(model="cached", input=text, store=False,
+                                          temperature=0, stream=True))
+    raw = client.responses.with_raw_response.create(model="cached", input=text, store=False,
+                                                    temperature=0)
+    assert raw.headers["x-gateway-cache"] == "HIT"
+    assert raw.parse().output_text == events[-1].response.output_text
+
+
+def test_stored_and_chained_responses_bypass_the_cache(gw: GatewayProcess,
+                                                       red_key: str) -> None:
+    client = sdk(gw, red_key)
+    text = _prompt("stateful")
+    stored = client.responses.with_raw_response.create(model="cached", input=text,
+                                                       temperature=0)
+    chained = client.responses.with_raw_response.create(
+        model="cached", input=text, temperature=0, store=False,
+        previous_response_id=stored.parse().id)
+    assert [stored.headers["x-gateway-cache"], chained.headers["x-gateway-cache"]] == \
+        ["BYPASS", "BYPASS"]
+
+
+ZERO = {"temperature": 0}  # this SDK version takes it through extra_body only
+
+
+def _anthropic(gw: GatewayProcess, key: str) -> anthropic.Anthropic:
+    return anthropic.Anthropic(base_url=gw.url, api_key=key, max_retries=0, timeout=30)
+
+
+@pytest.mark.parametrize("model", ["cached", "cached-claude"], ids=["translated", "native"])
+def test_a_messages_answer_replays_as_a_stream_and_back(gw: GatewayProcess, red_key: str,
+                                                        model: str) -> None:
+    client = _anthropic(gw, red_key)
+    text = _prompt("messages")
+    messages = [{"role": "user", "content": text}]
+    first = client.messages.with_raw_response.create(model=model, max_tokens=64,
+                                                     messages=messages, extra_body=ZERO)
+    whole = first.parse()
+    assert first.headers["x-gateway-cache"] == "MISS"
+    with client.messages.stream(model=model, max_tokens=64, messages=messages,
+                                extra_body=ZERO) as stream:
+        assert stream.response.headers["x-gateway-cache"] == "HIT"
+        final = stream.get_final_message()
+    assert [b.text for b in final.content] == [b.text for b in whole.content]
+    assert final.stop_reason == whole.stop_reason == "end_turn"
+    assert final.usage.output_tokens == whole.usage.output_tokens
+    # and a stream stored first serves a whole caller
+    text = _prompt("messages stream")
+    messages = [{"role": "user", "content": text}]
+    with client.messages.stream(model=model, max_tokens=64, messages=messages,
+                                extra_body=ZERO) as stream:
+        streamed = stream.get_final_message()
+    again = client.messages.with_raw_response.create(model=model, max_tokens=64,
+                                                     messages=messages, extra_body=ZERO)
+    assert again.headers["x-gateway-cache"] == "HIT"
+    assert [b.text for b in again.parse().content] == [b.text for b in streamed.content]
+    assert again.parse().usage.output_tokens == streamed.usage.output_tokens

@@ -32,9 +32,16 @@ from gateway.config import CacheRules
 from gateway.core.request import ChunkSink, Reply, RequestContext, Usage
 from gateway.core.stages import Handler
 from gateway.protocols.replay import Assembler, replay_chunks
+from gateway.protocols.replay_more import EventAssembler, replay_events, replayable
 from gateway.timeutil import utcnow
 
 _SAMPLED_ENDPOINTS = frozenset({"chat", "completions", "responses", "messages"})
+_CHUNKED = frozenset({"chat", "completions"})  # OpenAI chunk streams (the others: events)
+
+
+def _usage_dict(usage: Usage | None) -> dict[str, Any] | None:
+    """Usage as stored: OpenAI's shape, whatever the protocol (its details for pricing)."""
+    return dict(usage.details or usage.as_openai()) if usage is not None else None
 
 
 def bypass_reason(ctx: RequestContext, rules: CacheRules) -> str | None:
@@ -43,6 +50,12 @@ def bypass_reason(ctx: RequestContext, rules: CacheRules) -> str | None:
     n = body.get("n")
     if isinstance(n, int) and n > 1:
         return "n"
+    if ctx.endpoint == "responses":
+        # A response that is stored or continues one has state beyond its answer.
+        state = ctx.protocol_state
+        if state is None or state.store or state.previous_id is not None \
+                or body.get("conversation") is not None:
+            return "stateful"
     if ctx.endpoint in _SAMPLED_ENDPOINTS and not rules.sampled and body.get("seed") is None:
         temperature = body.get("temperature")
         # Absent: the provider's default (1 for OpenAI and Anthropic), a sampled answer.
@@ -85,19 +98,16 @@ class CacheLookup:
         state.store = not controls.no_store
         if not state.store:
             return await call_next(ctx)
-        assembler: Assembler | None = None
+        assembler: Assembler | EventAssembler | None = None
         if ctx.stream:
-            assembler = Assembler(ctx.endpoint)
+            assembler = Assembler(ctx.endpoint) if ctx.endpoint in _CHUNKED \
+                else EventAssembler(ctx.endpoint)
             ctx.stream_filters.insert(0, assembler.wrap)  # outermost: the upstream's chunks
         reply = await call_next(ctx)
         if reply.status == 200 and reply.error_code is None:
-            if assembler is None:
-                answer = reply.body
-            else:
-                usage = ctx.usage
-                answer = assembler.answer(
-                    dict(usage.details or usage.as_openai()) if usage is not None else None)
-            if answer is not None:
+            answer = reply.body if assembler is None \
+                else assembler.answer(_usage_dict(ctx.usage))
+            if answer is not None and replayable(ctx.endpoint, answer):
                 state.pending = orjson.dumps(answer)  # before later stages touch it
         return reply
 
@@ -127,20 +137,23 @@ class CacheLookup:
                 entry.cost_nanos / 1e9)
         usage = entry.usage
         if usage is not None:
-            ctx.usage = ctx.protocol.answer_usage({"usage": usage})
-            if ctx.usage is not None:
-                ctx.usage.source = "provider" if entry.usage_source == "provider" \
-                    else "estimated"
+            ctx.usage = Usage.from_openai(
+                usage, "provider" if entry.usage_source == "provider" else "estimated")
         answer = entry.answer
         if not ctx.stream:
             return Reply(body=answer)
         sink: ChunkSink = ctx.protocol.stream_encoder(ctx)
         for wrap in reversed(ctx.stream_filters):
             sink = wrap(sink)
-        chunks = replay_chunks(ctx.endpoint, answer, usage if ctx.include_usage else None)
-        for chunk in chunks:
-            await sink.send(chunk)
-        await sink.close(chunks[-1] if chunks else {})
+        last: dict[str, Any] = {}
+        if ctx.endpoint in _CHUNKED:
+            for last in replay_chunks(ctx.endpoint, answer,
+                                      usage if ctx.include_usage else None):
+                await sink.send(last)
+        else:
+            async for last in replay_events(ctx.endpoint, answer, usage, ctx.body):
+                await sink.send(last)
+        await sink.close(last)
         return Reply()
 
 
@@ -161,7 +174,7 @@ class CacheFill:
         await self.store.put(state.key, encode(
             answer=state.pending, source_request_id=fields["request_id"],
             model_served=fields.get("model_served"), deployment=fields.get("deployment"),
-            usage=dict(usage.details or usage.as_openai()) if usage is not None else None,
+            usage=_usage_dict(usage),
             usage_source=usage.source if usage is not None else "provider",
             cost_nanos=ctx.cost_nanos), state.rules.ttl_s)
         return reply
