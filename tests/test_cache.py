@@ -172,7 +172,7 @@ def test_a_hit_is_audited_with_its_source_cost_zero_and_the_saved_cost(
     assert hit["saved_cost_nanos"] == source["cost_nanos"]
     assert hit["input_tokens"] == source["input_tokens"]
     assert hit["deployment"] == source["deployment"] and hit["attempts"] == 0
-    api = gw.admin("GET", "/audit/events?request_id=cache-hit-2").json()["data"][0]
+    api = gw.admin("GET", "/audit/events?cache_status=HIT&request_id=cache-hit-2").json()["data"][0]
     assert api["cache_status"] == "HIT" and api["cost_usd"] == 0
     assert api["saved_cost_usd"] == pytest.approx(source["cost_nanos"] / 1e9)
     assert gw.admin("GET", "/audit/verify").json()["ok"] is True
