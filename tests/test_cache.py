@@ -446,6 +446,24 @@ def test_hits_do_not_count_against_tpm(gw: GatewayProcess) -> None:
     assert codes == [200] * 30
 
 
+def test_savings_are_on_the_audit_api_and_the_spend_page(gw: GatewayProcess) -> None:
+    from tests.test_ui_http import sign_in
+
+    gw.create_team(name="savers")
+    key = _key(gw, "savers")
+    text = _prompt()
+    for _ in range(3):
+        chat(gw, key, text)
+    gw.wait_for_audit("team = 'savers' AND cache_status = 'HIT'", count=2)
+    source = gw.wait_for_audit("team = 'savers' AND cache_status = 'MISS'")[0]
+    savings = gw.admin("GET", "/audit/cache-savings?team=savers").json()
+    assert savings == {"hits": 2,
+                       "saved_cost_usd": pytest.approx(2 * source["cost_nanos"] / 1e9)}
+    client, _ = sign_in(gw, gw.admin_key)
+    page = client.get("/ui/spend?range=24h").text
+    assert 'id="spend-cache-savings"' in page and "The response cache answered" in page
+
+
 def test_hit_ratio_and_saved_cost_are_metrics(gw: GatewayProcess, red_key: str) -> None:
     text = _prompt()
     chat(gw, red_key, text)

@@ -292,6 +292,16 @@ async def count_events(engine: AsyncEngine, query: AuditQuery) -> int:
         return int((await conn.execute(stmt)).scalar_one())
 
 
+async def cache_savings(engine: AsyncEngine, query: AuditQuery) -> dict[str, Any]:
+    """`{"hits", "saved_cost_usd"}` over the matching events that were cache hits."""
+    hits = AuditQuery(filters={**query.filters, "cache_status": "HIT"}, limit=None)
+    inner = build_select(hits, limit=None, after_id=None, with_bodies=False).subquery()
+    stmt = select(func.count(), func.sum(inner.c.saved_cost_nanos))
+    async with engine.connect() as conn:
+        n, saved = (await conn.execute(stmt)).one()
+    return {"hits": int(n), "saved_cost_usd": round(int(saved or 0) / 1e9, 9)}
+
+
 async def fetch_one(engine: AsyncEngine, event_id: str, scope_team: str | None = None
                     ) -> dict[str, Any] | None:
     query = AuditQuery(filters={"team": scope_team} if scope_team is not None else {})
