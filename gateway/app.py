@@ -17,6 +17,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Scope
 
 from gateway.api import (
+    admin_cache,
     admin_keys,
     admin_policies,
     admin_spend,
@@ -137,7 +138,7 @@ def build_services(settings: Settings, config: LoadedConfig) -> Services:
                     limits=limiter,
                     policies=policies, templates=templates, metrics=metrics, tracing=tracing,
                     pii_hash_key=hash_key, rooms=rooms, responses=responses,
-                    cache=cache.store)
+                    cache=cache)
 
 
 def cache_store(settings: Settings, config: LoadedConfig) -> CacheStore:
@@ -261,7 +262,8 @@ def create_app(settings: Settings | None = None, config: LoadedConfig | None = N
                Middleware(AuditDurabilityMiddleware, writer=svc.audit)],
         routes=[*v1.routes, *admin_keys.routes, *admin_teams.routes, *admin_policies.routes,
                 *admin_templates.routes, *admin_spend.routes, *health.routes, *audit_api.routes,
-                *metrics_api.routes, *ui_routes.routes, *responses_api.routes],
+                *metrics_api.routes, *ui_routes.routes, *responses_api.routes,
+                *admin_cache.routes],
         exception_handlers={HTTPException: _http_exception, Exception: _unhandled},
         lifespan=lifespan,
     )

@@ -45,4 +45,4 @@ class Services:
     responses: ResponseStore | None = None  # stored /v1/responses
     # /v1 routes with a chain of their own, by path (`/v1/messages/count_tokens`)
     v1_own_chains: dict[str, Handler] = field(default_factory=dict)
-    cache: Any = None  # gateway.cache.store.CacheStore: the response cache's entries
+    cache: Any = None  # the response cache's lookup stage: its `keys` and `store`

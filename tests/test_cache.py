@@ -235,6 +235,28 @@ def test_a_namespace_is_a_partition_inside_the_callers_scope(
     assert bad.json()["error"]["param"] == "x-gateway-cache-namespace"
 
 
+def test_purging_a_team_deletes_its_entries_and_nobody_elses(gw: GatewayProcess) -> None:
+    gw.create_team(name="purged")
+    purged, other = _key(gw, "purged"), _key(gw, "blue")
+    text = _prompt()
+    for key, user, ns in ((purged, None, None), (purged, "ann", None), (purged, None, "n1"),
+                          (other, None, None)):
+        extra: dict[str, Any] = {"user": user} if user else {}
+        headers = {"x-gateway-cache-namespace": ns} if ns else {}
+        model = "cached-user" if user else "cached"
+        assert cache_header(chat(gw, key, text, model=model, headers=headers, **extra)) == \
+            "MISS"
+    r = gw.admin("DELETE", "/admin/cache?team=purged")
+    assert r.status_code == 200 and r.json() == {"deleted": 3}
+    assert cache_header(chat(gw, purged, text)) == "MISS"
+    assert cache_header(chat(gw, other, text)) == "HIT"
+    event = gw.wait_for_audit("action = 'cache.purge'")[0]
+    assert event["target_type"] == "cache" and event["target_id"] == "team:purged"
+    assert event["status_code"] == 200
+    bad = gw.admin("DELETE", "/admin/cache?team=purged&key_id=x")
+    assert bad.status_code == 400
+
+
 def test_policies_switch_the_cache_on_for_a_team_and_off_for_a_key(
         gw: GatewayProcess) -> None:
     team_key = _key(gw, "policy-cached")

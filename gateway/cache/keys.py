@@ -1,10 +1,11 @@
 """Cache keys: a hard partition per scope, then a digest of everything that changes the answer.
 
-A key reads `cache:v1:{scope}:{namespace}:{digest}`. `scope` is an HMAC (the deployment's
-secret) of the scope the route's rules name (`key`, `team`, `user`, `global`), so it is a
-storage prefix too: purging a tenant is deleting `cache:v1:{scope}:`, and no request reaches
-another scope's entries whatever it sends (the scope comes from the authenticated key, never
-from the body). `namespace` is the caller's own sub-partition inside its scope
+A key reads `cache:v1:{owner}:{within}:{digest}`. `owner` is an HMAC (the deployment's
+secret) of the tenant the route's scope names: the key, its team (a key without one: the
+key), or `global`; so it is a storage prefix too: purging a tenant is deleting
+`cache:v1:{owner}:`, and no request reaches another tenant's entries whatever it sends (the
+owner comes from the authenticated key, never from the body). `within` is the partition
+inside it, `-` or an HMAC of the end user (`user` scope) and the caller's own namespace
 (`x-gateway-cache-namespace`). `digest` covers the endpoint kind, the route the model name
 resolves to (its deployments' provider, upstream model and base URL, and its fallbacks'),
 the template name and version, the effective policy, and the body as it goes upstream (PII
@@ -31,44 +32,43 @@ IGNORED_FIELDS = frozenset({"stream", "stream_options", "user", "metadata", "saf
 _MEMO_MAX = 10_000
 
 
-def scope_of(kind: str, principal: Principal, user: str | None) -> str | None:
-    """The partition a request reads and writes; None: not cacheable (a `user` route
-    without an end user)."""
+def scope_of(kind: str, principal: Principal, user: str | None) -> tuple[str, str] | None:
+    """(the tenant, the partition inside it) a request reads and writes; None: not
+    cacheable (a `user` route without an end user)."""
     if kind == "global":
-        return "global"
-    owner = f"team:{principal.team}" if principal.team else f"key:{principal.key_id}"
+        return "global", ""
     if kind == "key":
-        return f"key:{principal.key_id}"
+        return f"key:{principal.key_id}", ""
+    owner = f"team:{principal.team}" if principal.team else f"key:{principal.key_id}"
     if kind == "team":
-        return owner
-    return f"user:{owner}:{user}" if user else None
+        return owner, ""
+    return (owner, f"user:{user}") if user else None
 
 
 class KeyMaker:
     def __init__(self, secret: bytes, routes: Mapping[str, str]) -> None:
         self.secret = secret
         self.routes = routes
-        self._prefixes: dict[tuple[str, str | None], str] = {}
+        self._prefixes: dict[tuple[str, str, str | None], str] = {}
         self._policies: dict[int, tuple[Any, bytes]] = {}
 
-    def prefix(self, scope: str, namespace: str | None = None) -> str:
-        """`cache:v1:{scope}:{namespace}:`: everything of one scope (and namespace)."""
-        memo = (scope, namespace)
+    def prefix(self, owner: str, within: str = "", namespace: str | None = None) -> str:
+        """`cache:v1:{owner}:{within}:`: one partition of a tenant."""
+        memo = (owner, within, namespace)
         found = self._prefixes.get(memo)
         if found is None:
-            tag = self._mac(b"scope\0" + scope.encode())
-            ns = self._mac(b"ns\0" + scope.encode() + b"\0" + namespace.encode())[:16] \
-                if namespace else "-"
-            found = f"cache:{SCHEMA}:{tag}:{ns}:"
+            inner = self._mac(b"in\0" + owner.encode() + b"\0" + within.encode() + b"\0"
+                              + (namespace or "").encode())[:16] \
+                if within or namespace else "-"
+            found = f"{self.owner_prefix(owner)}{inner}:"
             if len(self._prefixes) >= _MEMO_MAX:
                 self._prefixes.clear()
             self._prefixes[memo] = found
         return found
 
-    def scope_prefix(self, scope: str) -> str:
-        """Every entry of a scope, whatever its namespace (for a purge)."""
-        tag = self._mac(b"scope\0" + scope.encode())
-        return f"cache:{SCHEMA}:{tag}:"
+    def owner_prefix(self, owner: str) -> str:
+        """Every entry of a tenant (`team:NAME`, `key:ID`, `global`): what a purge deletes."""
+        return f"cache:{SCHEMA}:{self._mac(b'owner' + bytes(1) + owner.encode())}:"
 
     def digest(self, endpoint: str, model: str, template: Any, policy: Any,
                body: Mapping[str, Any]) -> str:

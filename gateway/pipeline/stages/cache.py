@@ -85,7 +85,7 @@ class CacheLookup:
                 or (controls.no_cache and controls.no_store):
             self._status(ctx, state, "BYPASS")
             return await call_next(ctx)
-        key = state.key = self.keys.prefix(scope, ns) + self.keys.digest(
+        key = state.key = self.keys.prefix(*scope, ns) + self.keys.digest(
             ctx.endpoint, ctx.model or "", ctx.template, ctx.policy, ctx.body)
         if not controls.no_cache:
             raw = await self.store.get(key)
