@@ -15,7 +15,6 @@
 #   make lock          regenerate requirements.lock and requirements-dev.lock with uv
 #                      (pins are kept; to move them: make lock LOCK_ARGS=--upgrade)
 #   make deploy-sync   refresh deploy/kubernetes/base/config/ from gateway.yaml, policies/, prompts/
-#   make claude-code   install Claude Code (npm) into .cache/claude-code for its end-to-end test
 #   make clean         remove .venv, tool cache and build/test caches
 #
 # Installs are guarded by stamp files inside .venv that depend on the lock file and
@@ -62,7 +61,7 @@ LOCK_ARGS ?=
 LINT_PATHS := $(wildcard gateway tests bench migrations)
 
 .PHONY: help install install-dev run test fuzz lint bench lock clean deploy-sync node-clients \
-	compliance claude-code
+	compliance
 
 help:
 	@sed -n 's/^#   make/  make/p' $(firstword $(MAKEFILE_LIST))
@@ -117,11 +116,11 @@ test: install-dev lint $(AXE_JS) node-clients
 # The Open Responses compliance CLI against the gateway (demo model, fake upstream by Chat
 # translation and by passthrough). Needs a checkout of openresponses/openresponses with its
 # packages installed (GitHub only: not reachable from an offline build; the same scenarios
-# run in `make test` as tests/test_responses_compliance.py).
+# run in `make test` as tests/protocols/test_responses_compliance.py).
 compliance: install-dev
 	$(VPY) -m tests.clients.open_responses --suite $(OPENRESPONSES_DIR)
 
-# Outside clients the tests drive from Node (the Vercel AI SDK), from the npm registry at the
+# Outside clients the tests drive from Node (the Vercel AI SDK, Claude Code), from the npm registry at the
 # versions in tests/clients/node/package-lock.json; without npm their tests skip, saying so.
 node-clients:
 	@if command -v npm >/dev/null 2>&1; then \
@@ -149,12 +148,6 @@ $(TOOLS_VENV)/bin/uv:
 lock: $(if $(filter $(TOOLS_VENV)/bin/uv,$(UV)),$(TOOLS_VENV)/bin/uv)
 	$(UV) pip compile --quiet pyproject.toml --extra build $(LOCK_FLAGS) $(LOCK_ARGS) -o requirements.lock
 	$(UV) pip compile --quiet pyproject.toml --extra build --extra dev $(LOCK_FLAGS) $(LOCK_ARGS) -o requirements-dev.lock
-
-# tests/test_claude_code.py runs `claude -p` against a test gateway when this is installed.
-claude-code:
-	mkdir -p .cache/claude-code
-	cd .cache/claude-code && npm install --no-audit --no-fund --loglevel=error @anthropic-ai/claude-code
-	.cache/claude-code/node_modules/.bin/claude --version
 
 clean:
 	rm -rf $(VENV) .cache build dist *.egg-info .pytest_cache .ruff_cache .hypothesis

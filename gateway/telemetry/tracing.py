@@ -1,7 +1,7 @@
 """OpenTelemetry traces: a server span per `/v1` request, a client span per provider attempt.
 
 Attribute names follow the GenAI semantic conventions; they are constants here, checked
-against `opentelemetry.semconv` by `tests/test_audit_telemetry.py`. Prompt and answer text are
+against `opentelemetry.semconv` by `tests/audit/test_audit_telemetry.py`. Prompt and answer text are
 left out unless `GATEWAY_TRACE_CONTENT=true`, and then redacted for every PII kind, whatever
 the policy lets through (`audit.bodies.stored_view`: what the audit store keeps under
 `redacted`). Spans are exported over OTLP/HTTP when the
