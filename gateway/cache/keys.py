@@ -8,7 +8,8 @@ owner comes from the authenticated key, never from the body). `within` is the pa
 inside it, `-` or an HMAC of the end user (`user` scope) and the caller's own namespace
 (`x-gateway-cache-namespace`). `digest` covers the endpoint kind, the route the model name
 resolves to (its deployments' provider, upstream model and base URL, and its fallbacks'),
-the template name and version, the effective policy, and the body as it goes upstream (PII
+the template name and version, the effective policy, the client headers that reach the
+upstream (Messages: `anthropic-version`, `anthropic-beta`), and the body as it goes upstream (PII
 already redacted) in canonical form: keys sorted, without the fields that do not change the
 answer (stream flags, end-user ids, metadata).
 """
@@ -71,9 +72,12 @@ class KeyMaker:
         return f"cache:{SCHEMA}:{self._mac(b'owner' + bytes(1) + owner.encode())}:"
 
     def digest(self, endpoint: str, model: str, template: Any, policy: Any,
-               body: Mapping[str, Any]) -> str:
+               body: Mapping[str, Any], headers: Mapping[str, str] | None = None) -> str:
+        """`headers`: the client's headers that reach the upstream (`anthropic-beta`, ...)."""
         h = hashlib.blake2b(digest_size=20)
         h.update(f"{SCHEMA}\0{endpoint}\0{self.routes.get(model, model)}\0".encode())
+        if headers:
+            h.update(orjson.dumps(headers, option=orjson.OPT_SORT_KEYS) + b"\0")
         if template is not None:
             h.update(f"{getattr(template, 'name', '')}\0{getattr(template, 'version', '')}\0"
                      .encode())

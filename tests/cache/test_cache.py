@@ -469,7 +469,7 @@ def test_hits_do_not_count_against_tpm(gw: GatewayProcess) -> None:
 
 
 def test_savings_are_on_the_audit_api_and_the_spend_page(gw: GatewayProcess) -> None:
-    from tests.test_ui_http import sign_in
+    from tests.ui.test_ui_http import sign_in
 
     gw.create_team(name="savers")
     key = _key(gw, "savers")
@@ -548,6 +548,22 @@ ZERO = {"temperature": 0}  # this SDK version takes it through extra_body only
 
 def _anthropic(gw: GatewayProcess, key: str) -> anthropic.Anthropic:
     return anthropic.Anthropic(base_url=gw.url, api_key=key, max_retries=0, timeout=30)
+
+
+def test_messages_with_other_upstream_headers_are_another_entry(gw: GatewayProcess,
+                                                                red_key: str) -> None:
+    body = {"model": "cached-claude", "max_tokens": 32, "temperature": 0,
+            "messages": [{"role": "user", "content": _prompt()}]}
+
+    def status(beta: str | None = None) -> str | None:
+        headers = {"x-api-key": red_key, "anthropic-version": "2023-06-01",
+                   **({"anthropic-beta": beta} if beta else {})}
+        r = httpx.post(f"{gw.url}/v1/messages", json=body, headers=headers, timeout=30)
+        assert r.status_code == 200, r.text
+        return cache_header(r)
+
+    beta = "token-efficient-tools-2025-02-19"
+    assert [status(), status(), status(beta), status(beta)] == ["MISS", "HIT", "MISS", "HIT"]
 
 
 @pytest.mark.parametrize("model", ["cached", "cached-claude"], ids=["translated", "native"])

@@ -6,6 +6,7 @@ still hits; what Redis holds is the redacted answer, never the caller's PII."""
 from __future__ import annotations
 
 import contextlib
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -77,6 +78,19 @@ def chat(gw: GatewayProcess, key: str, text: str) -> httpx.Response:
                             "messages": [{"role": "user", "content": text}]})
 
 
+def _wait_for_entries(server: RedisServer, timeout_s: float = 5) -> None:
+    import redis
+
+    client = redis.Redis(port=server.port)
+    deadline = time.monotonic() + timeout_s
+    try:
+        while not any(True for _ in client.scan_iter(match="cache:v1:*")):
+            assert time.monotonic() < deadline, "no cache entry reached Redis"
+            time.sleep(0.02)
+    finally:
+        client.close()
+
+
 def test_replicas_share_entries_and_a_replica_without_redis_serves_misses(
         replicas: tuple[GatewayProcess, GatewayProcess, RoundRobinProxy],
         redis_server: RedisServer) -> None:
@@ -84,6 +98,7 @@ def test_replicas_share_entries_and_a_replica_without_redis_serves_misses(
     key = a.create_key(name="replicated", team="restorers")["key"]
     text = f"mail ann.lee@example.com about {uuid.uuid4().hex}"
     first = chat(a, key, text)
+    _wait_for_entries(redis_server)  # written in the background, after A's answer
     shared = chat(b, key, text)
     assert [first.headers["x-gateway-cache"], shared.headers["x-gateway-cache"]] == \
         ["MISS", "HIT"]

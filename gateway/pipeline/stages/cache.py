@@ -85,8 +85,10 @@ class CacheLookup:
                 or (controls.no_cache and controls.no_store):
             self._status(ctx, state, "BYPASS")
             return await call_next(ctx)
+        forwarded = getattr(ctx.protocol, "forward_headers", None)
         key = state.key = self.keys.prefix(*scope, ns) + self.keys.digest(
-            ctx.endpoint, ctx.model or "", ctx.template, ctx.policy, ctx.body)
+            ctx.endpoint, ctx.model or "", ctx.template, ctx.policy, ctx.body,
+            forwarded(ctx.headers) if forwarded is not None else None)
         if not controls.no_cache:
             raw = await self.store.get(key)
             entry = decode(raw) if raw is not None else None
