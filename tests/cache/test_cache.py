@@ -65,6 +65,9 @@ models:
   - name: cached-user
     deployments: [{{model: openai/gpt-4o-mini, api_base: "{upstream}/v1"}}]
     cache: {{enabled: true, scope: user}}
+  - name: cached-tpm
+    deployments: [{{model: openai/gpt-4o-mini, api_base: "{upstream}/v1"}}]
+    cache: {{enabled: true, hits_use_tpm: true}}
   - name: cached-sampled
     deployments: [{{model: openai/gpt-4o-mini, api_base: "{upstream}/v1"}}]
     cache: {{enabled: true, sampled: true}}
@@ -461,11 +464,14 @@ def test_hits_count_against_rpm(gw: GatewayProcess) -> None:
     assert codes == [200, 200, 200, 429]
 
 
-def test_hits_do_not_count_against_tpm(gw: GatewayProcess) -> None:
+@pytest.mark.parametrize(("model", "refused"), [("cached", False), ("cached-tpm", True)],
+                         ids=["default", "hits_use_tpm"])
+def test_hits_count_against_tpm_only_where_the_route_says_so(
+        gw: GatewayProcess, model: str, refused: bool) -> None:
     key = _key(gw, "red", tpm=100)
     text = _prompt()
-    codes = [chat(gw, key, text, max_tokens=20).status_code for _ in range(30)]
-    assert codes == [200] * 30
+    codes = [chat(gw, key, text, model=model, max_tokens=20).status_code for _ in range(30)]
+    assert (429 in codes) is refused and codes[:2] == [200, 200]
 
 
 def test_savings_are_on_the_audit_api_and_the_spend_page(gw: GatewayProcess) -> None:
