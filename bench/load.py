@@ -39,8 +39,11 @@ class Run:
     """What every connection shares: the request, the clock and the results."""
 
     def __init__(self, request: bytes, stream: bool, expect: bytes | None, measure_from: float,
-                 end: float, first: bytes = b"data:", done: bytes = b"[DONE]") -> None:
+                 end: float, first: bytes = b"data:", done: bytes = b"[DONE]",
+                 unique: bytes | None = None) -> None:
         self.request = request
+        self.unique = unique  # a mark in the body replaced by a counter: no two alike
+        self.sent = 0
         self.stream = stream
         self.first = first  # the event that counts as the first chunk (TTFC)
         self.done = done  # the event a complete stream ends with
@@ -104,7 +107,13 @@ class Conn(asyncio.Protocol):
         self.in_flight = True
         self.t0 = time.perf_counter()
         assert self.transport is not None
-        self.transport.write(self.run.request)
+        run = self.run
+        if run.unique is None:
+            self.transport.write(run.request)
+            return
+        run.sent += 1  # same width as the mark: the content-length stays right
+        self.transport.write(run.request.replace(
+            run.unique, str(run.sent).zfill(len(run.unique)).encode()[-len(run.unique):]))
 
     def data_received(self, data: bytes) -> None:
         now = time.perf_counter()
@@ -241,7 +250,8 @@ async def main_async(args: argparse.Namespace, request: bytes, host: str, port: 
     measure_from = start + args.warmup
     end = measure_from + args.duration
     run = Run(request, args.stream, args.expect.encode() if args.expect else None,
-              measure_from, end, args.first_marker.encode(), args.done_marker.encode())
+              measure_from, end, args.first_marker.encode(), args.done_marker.encode(),
+              args.unique.encode() if args.unique else None)
     cpu: list[tuple[float, tuple[float, float] | None]] = []
 
     def sample() -> None:
@@ -321,6 +331,9 @@ def main() -> int:
     ap.add_argument("--done-marker", default="[DONE]",
                     help="streams: the text a complete stream holds ([DONE]; "
                          "`response.completed` for the Responses API)")
+    ap.add_argument("--unique", default=None,
+                    help="a mark in the body that each request replaces by its own number "
+                         "(a cache sees every request as new)")
     ap.add_argument("--cpu-pid", type=int, default=0,
                     help="also report this process's CPU use over the measured window")
     ap.add_argument("--cpu-core", type=int, default=None,

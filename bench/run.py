@@ -489,7 +489,7 @@ class Bench:
         return out
 
     def load(self, port: int, payload: str, clients: int, stream: bool,
-             headers: dict[str, str], cpu_pid: int = 0) -> dict:
+             headers: dict[str, str], cpu_pid: int = 0, extra: tuple[str, ...] = ()) -> dict:
         path, direct, expect, first, done = ROUTES.get(payload, ROUTES["chat"])
         if port == self.upstream_port:  # the same work straight from the upstream
             payload = direct
@@ -501,6 +501,7 @@ class Bench:
             else ["--expect", expect]
         for k, v in headers.items():
             argv += ["--header", f"{k}: {v}"]
+        argv += extra
         if cpu_pid:
             argv += ["--cpu-pid", str(cpu_pid)]
             if self.pin.enabled:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import hashlib
 import logging
 from collections.abc import AsyncIterator
 
@@ -16,6 +17,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Scope
 
 from gateway.api import (
+    admin_cache,
     admin_keys,
     admin_policies,
     admin_spend,
@@ -32,6 +34,9 @@ from gateway.api.cors import CorsMiddleware, PreflightHook
 from gateway.api.middleware import RequestIdMiddleware
 from gateway.api.tracing_middleware import TracingMiddleware
 from gateway.audit.writer import AuditWriter
+from gateway.cache.keys import KeyMaker, route_fingerprints
+from gateway.cache.rules import RulesBook
+from gateway.cache.store import CacheStore, MemoryCache, RedisCache
 from gateway.config import LoadedConfig, load_config
 from gateway.core.audit_event import AuditEvent
 from gateway.core.stages import Handler
@@ -42,6 +47,7 @@ from gateway.limits.limiter import Limiter
 from gateway.offline_data import price_map_path, use_offline_tiktoken
 from gateway.pii.output import pii_hash_key
 from gateway.pipeline.chain import count_tokens_pipeline, model_pipeline, model_stages
+from gateway.pipeline.stages.cache import CacheLookup
 from gateway.policies.store import policies_for
 from gateway.preload import preload
 from gateway.pricing import PriceBook
@@ -116,10 +122,14 @@ def build_services(settings: Settings, config: LoadedConfig) -> Services:
         recorders.append(TraceRecorder(tracing))
     rooms = RoomMemory()
     responses = ResponseStore(engine, config.responses.retention_days)
+    cache = CacheLookup(RulesBook(config), KeyMaker(
+        hashlib.sha256(b"gateway-cache:" + hash_key).digest(), route_fingerprints(config)),
+        cache_store(settings, config), metrics)
     stages = model_stages(config=config, auth=auth, router=router, limiter=limiter,
                           audit_writer=audit, policies=policies, templates=templates,
                           metrics=metrics, pii_hash_key=hash_key, recorders=recorders,
-                          translated=router.translated, rooms=rooms, responses=responses)
+                          translated=router.translated, rooms=rooms, responses=responses,
+                          cache=cache)
     pipeline = model_pipeline(stages, router)
     own_chains = {COUNT_TOKENS.path: count_tokens_pipeline(stages, router)}
     return Services(settings=settings, config=config, engine=engine, keys=keys,
@@ -127,7 +137,16 @@ def build_services(settings: Settings, config: LoadedConfig) -> Services:
                     v1_own_chains=own_chains,
                     limits=limiter,
                     policies=policies, templates=templates, metrics=metrics, tracing=tracing,
-                    pii_hash_key=hash_key, rooms=rooms, responses=responses)
+                    pii_hash_key=hash_key, rooms=rooms, responses=responses,
+                    cache=cache)
+
+
+def cache_store(settings: Settings, config: LoadedConfig) -> CacheStore:
+    """Redis when the limiter has one (replicas share answers), else this process's LRU."""
+    store = config.raw.cache_store
+    if settings.redis_url:
+        return RedisCache.from_url(settings.redis_url, max_entry_bytes=store.max_entry_kb * 1024)
+    return MemoryCache(store.max_mb * 1024 * 1024, store.max_entry_kb * 1024)
 
 
 async def _check_schema(svc: Services) -> None:
@@ -243,7 +262,8 @@ def create_app(settings: Settings | None = None, config: LoadedConfig | None = N
                Middleware(AuditDurabilityMiddleware, writer=svc.audit)],
         routes=[*v1.routes, *admin_keys.routes, *admin_teams.routes, *admin_policies.routes,
                 *admin_templates.routes, *admin_spend.routes, *health.routes, *audit_api.routes,
-                *metrics_api.routes, *ui_routes.routes, *responses_api.routes],
+                *metrics_api.routes, *ui_routes.routes, *responses_api.routes,
+                *admin_cache.routes],
         exception_handlers={HTTPException: _http_exception, Exception: _unhandled},
         lifespan=lifespan,
     )

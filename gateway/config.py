@@ -93,11 +93,33 @@ class Deployment(_Strict):
         return self.speaks_messages_by_family
 
 
+class CacheRules(_Strict):
+    """The response cache of a model (`models[].cache`) or of a policy's keys and teams
+    (`cache:` in a policy file; the fields it sets win over the model's). Off by default."""
+
+    enabled: bool = False
+    ttl_s: int = Field(default=300, gt=0, le=30 * 86400)
+    # Whose answers an entry may serve: the key, its team (a key without one: the key),
+    # one end user (`user` in the body; requests without one are not cached), or everyone
+    # (admin-declared public routes only).
+    scope: Literal["key", "team", "user", "global"] = "team"
+    sampled: bool = False  # also cache temperature > 0 without a seed
+    hits_use_tpm: bool = False  # a hit's tokens count against tpm (never against budgets)
+
+
+class CacheStoreConfig(_Strict):
+    """The in-process store (a replica without Redis): an LRU bounded by bytes."""
+
+    max_mb: int = Field(default=64, gt=0)
+    max_entry_kb: int = Field(default=1024, gt=0)
+
+
 class ModelConfig(_Strict):
     name: str = Field(min_length=1)
     deployments: list[Deployment] = Field(min_length=1)
     fallbacks: list[str] = Field(default_factory=list)
     pricing: Pricing | None = None
+    cache: CacheRules | None = None
     strategy: Literal["weighted", "least-busy", "lowest-latency", "ordered"] | None = None
 
 
@@ -215,6 +237,7 @@ class GatewayConfig(_Strict):
     audit: AuditConfig = AuditConfig()
     cors: CorsConfig | None = None
     responses: ResponsesConfig = ResponsesConfig()
+    cache_store: CacheStoreConfig = CacheStoreConfig()
 
 
 class LoadedConfig:

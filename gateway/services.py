@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from gateway.audit.writer import AuditWriter
 from gateway.config import LoadedConfig
@@ -45,3 +45,4 @@ class Services:
     responses: ResponseStore | None = None  # stored /v1/responses
     # /v1 routes with a chain of their own, by path (`/v1/messages/count_tokens`)
     v1_own_chains: dict[str, Handler] = field(default_factory=dict)
+    cache: Any = None  # the response cache's lookup stage: its `keys` and `store`

@@ -14,6 +14,7 @@ from gateway.api.http import json_response, services
 from gateway.audit.chain import hasher_from_settings
 from gateway.audit.query import (
     COUNT_CAP,
+    cache_savings,
     count_events,
     fetch_one,
     fetch_page,
@@ -84,6 +85,21 @@ async def count(request: Request, principal: Principal) -> Response:
     return json_response({"count": min(n, COUNT_CAP), "capped": n > COUNT_CAP})
 
 
+@admin_endpoint(roles=READERS)
+async def cache_savings_of(request: Request, principal: Principal) -> Response:
+    """`{"hits", "saved_cost_usd"}`: cache hits among the events the filters match, and what
+    their answers cost when they were first paid for (the spend page's savings)."""
+    svc: Services = services(request)
+    items = request.query_params.multi_items()
+    for name, _ in items:
+        if name in ("limit", "cursor"):
+            raise InvalidRequest(f"{excerpt(name)}: savings take the filters only",
+                                 param=name, code="unknown_parameter")
+    query = parse_params(items, signer=signer_from_settings(svc.settings),
+                         scope_team=_scope(principal), max_limit=None, default_limit=None)
+    return json_response(await cache_savings(svc.engine, query))
+
+
 # Statuses a person filters by; any other is still a valid `status_code` filter.
 COMMON_STATUSES = (200, 201, 204, 400, 401, 403, 404, 409, 413, 429, 500, 502, 503, 504)
 
@@ -119,6 +135,7 @@ async def retention(request: Request, principal: Principal) -> Response:
 
 routes = [
     Route("/audit/count", count, methods=["GET"]),
+    Route("/audit/cache-savings", cache_savings_of, methods=["GET"]),
     Route("/audit/facets", facets, methods=["GET"]),
     Route("/audit/retention", retention, methods=["GET"]),
     Route("/audit/events", list_events, methods=["GET"]),

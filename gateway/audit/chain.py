@@ -7,11 +7,11 @@ in column order (times with microseconds, JSON sorted by key), plus the SHA-256 
 and response bodies; `hash` is SHA-256 over it, or HMAC-SHA-256 when an audit HMAC key is set.
 The same encoding is computed again from what the database returns when verifying.
 
-Columns added after the chain began (`LATE_COLUMNS`: the admin-change columns and
-`session_id`) are hashed only
-when set: a trailing JSON object of the set ones, after the body digests. A row without them
-encodes exactly as before they existed, so chains written by older versions still verify, and
-a row with them has them covered (changing or clearing one breaks its hash).
+Columns added after the chain began (`LATE_COLUMNS`: the admin-change columns, `session_id`
+and the cache columns) are hashed only when set: a trailing JSON object of the set ones, after
+the body digests. A row without them encodes exactly as before they existed, so chains written
+by older versions still verify, and a row with them has them covered (changing or clearing one
+breaks its hash).
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ from gateway.timeutil import utcnow
 GENESIS = "0" * 64
 # Columns added after the chain began: in the encoding only when set (see the docstring).
 LATE_COLUMNS: tuple[str, ...] = ("action", "actor_key_id", "target_type", "target_id",
-                                 "target_name", "before", "after", "session_id")
+                                 "target_name", "before", "after", "session_id", "cache_status",
+                                 "cache_source_request_id", "saved_cost_nanos")
 # Columns covered by `hash` (everything but the hash itself), in table order.
 HASHED_COLUMNS: tuple[str, ...] = tuple(str(c.name) for c in audit_events.columns
                                         if c.name != "hash" and c.name not in LATE_COLUMNS)

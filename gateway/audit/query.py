@@ -41,7 +41,7 @@ EXPORT_PAGE = 500  # rows per read: memory stays flat even with large bodies
 
 TEXT_FILTERS = ("key_id", "team", "user", "model_requested", "model_served", "deployment",
                 "template_name", "error_code", "request_id", "action", "actor_key_id",
-                "target_type", "target_id", "session_id")
+                "target_type", "target_id", "session_id", "cache_status")
 FILTERS = (*TEXT_FILTERS, "status_code", "stream", "pii_kind", "since", "until")
 PAGING = ("limit", "cursor")
 
@@ -53,10 +53,12 @@ EVENT_FIELDS = ("id", "request_id", "received_at", "first_byte_at", "completed_a
                 "status_code", "error_code", "pii", "stream", "cancelled", "partial",
                 "usage_source", "cost_estimated", "request_body", "response_body",
                 "prev_hash", "hash", "action", "actor_key_id", "target_type", "target_id",
-                "target_name", "before", "after", "session_id")
+                "target_name", "before", "after", "session_id", "cache_status",
+                "cache_source_request_id", "saved_cost_usd")
 _TIMES = ("received_at", "first_byte_at", "completed_at")
 _ROW_COLUMNS = (*(c for c in EVENT_FIELDS
-                  if c not in ("cost_usd", "request_body", "response_body")), "cost_nanos")
+                  if c not in ("cost_usd", "saved_cost_usd", "request_body", "response_body")),
+                "cost_nanos", "saved_cost_nanos")
 _ID = re.compile(r"^[0-9a-z_]{1,32}$")
 _TRUE, _FALSE = frozenset({"true", "1"}), frozenset({"false", "0"})
 _MAX_TEXT = 256
@@ -247,8 +249,8 @@ def event_json(row: Mapping[str, Any]) -> dict[str, Any]:
     """One row (with or without bodies) as the API's event object, fields in contract order."""
     out: dict[str, Any] = {}
     for name in EVENT_FIELDS:
-        if name == "cost_usd":
-            nanos = row["cost_nanos"]
+        if name in ("cost_usd", "saved_cost_usd"):
+            nanos = row.get(name.replace("_usd", "_nanos"))
             out[name] = None if nanos is None else round(nanos / 1e9, 9)
         elif name in ("request_body", "response_body"):
             out[name] = _parse_body(row.get(name))
@@ -288,6 +290,16 @@ async def count_events(engine: AsyncEngine, query: AuditQuery) -> int:
     stmt = select(func.count()).select_from(inner.subquery())
     async with engine.connect() as conn:
         return int((await conn.execute(stmt)).scalar_one())
+
+
+async def cache_savings(engine: AsyncEngine, query: AuditQuery) -> dict[str, Any]:
+    """`{"hits", "saved_cost_usd"}` over the matching events that were cache hits."""
+    hits = AuditQuery(filters={**query.filters, "cache_status": "HIT"}, limit=None)
+    inner = build_select(hits, limit=None, after_id=None, with_bodies=False).subquery()
+    stmt = select(func.count(), func.sum(inner.c.saved_cost_nanos))
+    async with engine.connect() as conn:
+        n, saved = (await conn.execute(stmt)).one()
+    return {"hits": int(n), "saved_cost_usd": round(int(saved or 0) / 1e9, 9)}
 
 
 async def fetch_one(engine: AsyncEngine, event_id: str, scope_team: str | None = None

@@ -24,7 +24,7 @@ from gateway.settings import Settings
 _FILTER_OPTIONS = ("key_id", "team", "user", "model_requested", "model_served", "deployment",
                    "template_name", "status_code", "error_code", "request_id", "stream",
                    "pii_kind", "since", "until", "action", "actor_key_id", "target_type",
-                   "target_id")
+                   "target_id", "cache_status")
 
 
 def _run(settings: Settings, work: Callable[[Any], Awaitable[Any]]) -> Any:
@@ -173,6 +173,7 @@ _FILTER_HELP = {
     "actor_key_id": "admin changes made by this key id (bootstrap, cli, key_…)",
     "target_type": "admin changes to a key, team, template, policy or audit",
     "target_id": "admin changes to this key id, team name or template name",
+    "cache_status": "requests of cached routes: HIT, MISS, BYPASS or REFRESH",
 }
 
 

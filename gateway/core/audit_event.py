@@ -23,9 +23,9 @@ ADMIN_ACTIONS: dict[str, str] = {
     "template.create": "template", "template.version.create": "template",
     "template.label.set": "template", "template.label.delete": "template",
     "policy.save": "policy", "policy.reload": "policy",
-    "audit.purge": "audit",
+    "audit.purge": "audit", "cache.purge": "cache",
 }
-TARGET_TYPES = ("key", "team", "template", "policy", "audit")
+TARGET_TYPES = ("key", "team", "template", "policy", "audit", "cache")
 
 
 class EventSink(Protocol):

@@ -128,3 +128,5 @@ class RequestContext:
     # Routing may try only this deployment of the model (a chain whose state an upstream
     # holds), with no fallbacks.
     pinned_deployment: str | None = None
+    cache: Any = None  # gateway.cache.state.CacheState when the route caches answers
+    output_pii_found: bool = False  # the output rules found (and changed) something

@@ -16,6 +16,7 @@ from gateway.pipeline.stages.access import ModelAccess
 from gateway.pipeline.stages.audit import Audit
 from gateway.pipeline.stages.audit_gate import AuditGate
 from gateway.pipeline.stages.authenticate import Authenticate
+from gateway.pipeline.stages.cache import CacheFill, CacheLookup
 from gateway.pipeline.stages.call import CallProvider
 from gateway.pipeline.stages.cost import Cost
 from gateway.pipeline.stages.count_tokens import CountTokens
@@ -36,7 +37,7 @@ def model_stages(*, config: LoadedConfig, auth: Authenticator, router: Router,
                  templates: TemplateRegistry, metrics: Any, pii_hash_key: bytes,
                  recorders: list[Callable[[RequestContext], None]],
                  translated: Collection[str], rooms: RoomMemory,
-                 responses: Any = None) -> list[Stage]:
+                 responses: Any = None, cache: CacheLookup | None = None) -> list[Stage]:
     """Outermost first; see `gateway.pipeline.stages` for what each one does."""
     return [
         Telemetry(recorders),
@@ -52,8 +53,12 @@ def model_stages(*, config: LoadedConfig, auth: Authenticator, router: Router,
         *([ResponsesState(responses, router)] if responses is not None else []),
         TranslatedFields(translated),
         Limits(limiter, rooms),
+        # The cache writes outside cost and PII (the cost known, the output rules passed),
+        # and looks up inside them (the body redacted; a hit restored and priced at 0).
+        *([CacheFill(cache.store)] if cache is not None else []),
         Cost(limiter.prices, limiter.unpriced_models, limiter.metrics),
         Pii(pii_hash_key, metrics),
+        *([cache] if cache is not None else []),
     ]
 
 
@@ -62,7 +67,7 @@ def model_pipeline(stages: list[Stage], router: Router) -> Handler:
 
 
 # Stages a token count skips: it is no model call (nothing is used, billed or templated).
-_NOT_FOR_COUNTS = (TemplateStage, TranslatedFields, Limits, Cost)
+_NOT_FOR_COUNTS = (TemplateStage, TranslatedFields, Limits, Cost, CacheFill, CacheLookup)
 
 
 def count_tokens_pipeline(stages: list[Stage], router: Router) -> Handler:

@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from gateway.config import CacheRules
+
 PII_KINDS = ("email", "phone", "credit_card", "us_ssn", "iban", "ip_address", "secret",
              "person", "location")
 PII_ACTIONS = ("allow", "redact", "mask", "hash", "block")
@@ -65,6 +67,7 @@ class Policy(_Strict):
     budget: Budget | None = None
     pii: PiiRules | None = None
     audit: AuditRules | None = None
+    cache: CacheRules | None = None
 
 
-SECTIONS = ("models", "limits", "budget", "pii", "audit")
+SECTIONS = ("models", "limits", "budget", "pii", "audit", "cache")

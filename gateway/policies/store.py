@@ -27,6 +27,7 @@ class EffectivePolicy:
     audit: AuditRules
     sources: tuple[str, ...]
     origins: tuple[tuple[str, str], ...] = ()  # (section, the policy it came from)
+    cache: Any = None
 
     def as_dict(self, name: str) -> dict[str, Any]:
         out: dict[str, Any] = {"name": name, "applies_to": {"teams": [], "keys": []}}
@@ -148,7 +149,8 @@ class PolicySet:
         result = EffectivePolicy(models=merged.get("models"), limits=merged.get("limits"),
                                  budget=merged.get("budget"), pii=merged.get("pii"),
                                  audit=merged.get("audit") or self.default_audit,
-                                 sources=tuple(sources), origins=tuple(origins))
+                                 sources=tuple(sources), origins=tuple(origins),
+                                 cache=merged.get("cache"))
         if len(self._cache) > 10_000:
             self._cache.clear()
         self._cache[cache_key] = result

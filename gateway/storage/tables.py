@@ -117,6 +117,11 @@ audit_events = Table(
     # Added after the chain's first rows (migration 0005_session_id): hashed only when set,
     # so the rows written before it verify as they were (`audit/chain.py`, `LATE_COLUMNS`).
     Column("session_id", String(128), nullable=True),  # the client's X-Claude-Code-Session-Id
+    # The response cache (migration 0008): HIT | MISS | BYPASS | REFRESH on routes with the
+    # cache on; a hit's source request and what it saved. Hashed only when set, as above.
+    Column("cache_status", String(16), nullable=True),
+    Column("cache_source_request_id", String(128), nullable=True),
+    Column("saved_cost_nanos", BigInteger, nullable=True),
     # One index per audit filter, ending in `id` so "filter, newest first, LIMIT n" is a range
     # scan; the chain index serves verify and purge.
     Index("ix_audit_events_key_id_id", "key_id", "id"),
@@ -134,6 +139,7 @@ audit_events = Table(
     Index("ix_audit_events_target_type_id", "target_type", "id"),
     Index("ix_audit_events_target_id_id", "target_id", "id"),
     Index("ix_audit_events_session_id_id", "session_id", "id"),
+    Index("ix_audit_events_cache_status_id", "cache_status", "id"),
 )
 
 audit_bodies = Table(

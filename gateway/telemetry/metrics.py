@@ -35,6 +35,14 @@ class Metrics:
         self.unpriced = Counter("gateway_unpriced_requests",
                                 "Requests served by a model with no known price", ["model"],
                                 registry=r)
+        self.cache_requests = Counter("gateway_cache_requests",
+                                      "Requests of routes with the response cache on, by "
+                                      "model, team and cache status (HIT, MISS, BYPASS, "
+                                      "REFRESH): the hit ratio", ["model", "team", "status"],
+                                      registry=r)
+        self.cache_saved = Counter("gateway_cache_saved_cost_usd",
+                                   "What cache hits would have cost upstream, by model and team",
+                                   ["model", "team"], registry=r)
         self.deployment_results = Counter("gateway_deployment_attempts",
                                           "Provider attempts by deployment and outcome",
                                           ["model", "deployment", "outcome"], registry=r)

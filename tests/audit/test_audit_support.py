@@ -26,7 +26,9 @@ EVENT_FIELDS = ["id", "request_id", "received_at", "first_byte_at", "completed_a
                 "action", "actor_key_id", "target_type", "target_id", "target_name", "before",
                 "after",
                 # DESIGN.md "More protocols"
-                "session_id"]
+                "session_id",
+                # DESIGN.md "Cache"
+                "cache_status", "cache_source_request_id", "saved_cost_usd"]
 
 
 def sql(url: str, statement: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:

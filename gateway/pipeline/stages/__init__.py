@@ -11,7 +11,9 @@
     responses       /v1/responses: the response id, hosted tools, previous_response_id
     provider_fields litellm routes take only the fields litellm may see
     limits          per-request caps, reservations in every scope; settled in `finally`
+    cache_fill      (routes with a cache) writes the answer the lookup kept, when storable
     cost            the one cost of the usage; in `finally`
     pii             input rules before the call; output rules and restore on the answer
+    cache           (routes with a cache) the key of the redacted body; a hit answers here
     call            route, try, retry, fall back; a stream is pushed to the client here
 """

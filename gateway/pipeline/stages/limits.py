@@ -159,6 +159,8 @@ class Limits:
     def settle(self, ctx: RequestContext, reservation: Reservation | None) -> None:
         """The reservation to what the request used, and the spend rollup."""
         usage = ctx.usage
+        if getattr(ctx.cache, "tokens_free", False):
+            usage = None  # a cache hit: no tokens were used (unless the route says so)
         cost = ctx.cost_nanos or 0
         if reservation is not None:
             self.limiter.settle(reservation, usage.total_tokens if usage else 0, cost)

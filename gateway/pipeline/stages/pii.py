@@ -51,10 +51,13 @@ class Pii:
             if restore:
                 # What the caller got back holds the originals: storage gets placeholders.
                 ctx.conceal = lambda value: conceal_value(value, redactor)
+            found = _found(redactor)
             reply = await call_next(ctx)
             if reply.body is not None:
                 reply.body = _answer_filter(endpoint, rules, restore, redactor).response(
                     reply.body)
+            if _found(redactor) != found:  # the output rules found something: never cached
+                ctx.output_pii_found = True
             return reply
         finally:
             self._record(ctx, redactor)
@@ -86,6 +89,10 @@ class Pii:
         for kind, entry in summary.items():
             self.metrics.pii_findings.labels(kind, str(entry["action"]), "any").inc(
                 int(entry["count"]))  # type: ignore[call-overload]
+
+
+def _found(redactor: Redactor) -> int:
+    return sum(int(entry["count"]) for entry in redactor.summary().values())  # type: ignore[call-overload]
 
 
 def _chunk_sink(inner: ChunkSink, endpoint: str, rules: dict[str, str], restore: bool,

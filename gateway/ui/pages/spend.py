@@ -100,6 +100,7 @@ async def spend(request: Request) -> Response:
     totals = next(g["rows"] for g in groups if g["key"] == dimension)
     by_cost = any(r["cost_usd"] for r in totals)
     series = await _series(request, base, dimension, totals, names, hourly)
+    savings = await api(request, "GET", "/audit/cache-savings", query=base)
     chart = line_chart(buckets(since, until, hourly), series, by_cost)
     return render(request, "spend.html", groups=groups, chart=chart, ranges=RANGES,
                   chosen=chosen, dimension=dimension, dimensions=DIMENSIONS, hourly=hourly,
@@ -107,4 +108,4 @@ async def spend(request: Request) -> Response:
                   until=(until - timedelta(days=1)).strftime("%Y-%m-%d")
                   if not hourly else until.strftime("%Y-%m-%d"),
                   total=sum(r["cost_usd"] or 0 for r in totals),
-                  requests=sum(r["requests"] for r in totals))
+                  requests=sum(r["requests"] for r in totals), savings=savings)
