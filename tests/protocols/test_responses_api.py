@@ -267,6 +267,11 @@ BAD_BODIES = [
     ({"model": "chat", "input": "x", "text": {"format": {"type": "yaml"}}}, "text.format.type"),
     ({"model": "chat", "input": "x", "reasoning": {"effort": "max"}}, "reasoning.effort"),
     ({"model": "chat", "input": "x", "max_output_tokens": 0}, "max_output_tokens"),
+    # Chat's parameters are not sent on as extras past Chat's checks (make fuzz: n = 2**63)
+    ({"model": "chat", "input": "x", "n": 2**63}, "n"),
+    ({"model": "chat", "input": "x", "max_tokens": 5}, "max_tokens"),
+    ({"model": "chat", "input": "x", "messages": [{"role": "user", "content": "x"}]},
+     "messages"),
     ({"model": "chat", "input": "x", "background": True}, "background"),
     ({"model": "chat", "input": "x", "conversation": "conv_1"}, "conversation"),
     ({"model": "chat", "input": [{"type": "item_reference", "id": "msg_1"}]}, "input[0].type"),
