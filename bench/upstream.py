@@ -10,6 +10,9 @@ Endpoints (with or without the `/v1` prefix):
   POST /v1/embeddings         one vector per input
   GET  /v1/models, /v1/models/{id}, /health, /healthz
 
+Path prefixes for the soak (`bench/soak.py`): `/fail/v1/...` answers 500 to every POST;
+`/slow/v1/...` streams with 20 ms between chunks (so a client can leave mid-stream).
+
 Knobs: `--chunks N` (content chunks per stream, default 20; header `x-bench-chunks` overrides),
 `--chunk-delay-ms` (gap between chunks, default 0), `--embed-dim` (default 16).
 
@@ -36,7 +39,9 @@ WORDS = [
 COMPLETION_TOKENS = 16
 ANSWER = "".join(WORDS[i % len(WORDS)] for i in range(COMPLETION_TOKENS))
 MODELS = ["gpt-4o-mini", "gpt-4o", "text-embedding-3-small", "gpt-3.5-turbo-instruct"]
-REASONS = {200: b"OK", 400: b"Bad Request", 404: b"Not Found", 405: b"Method Not Allowed"}
+SLOW_CHUNK_DELAY_S = 0.02
+REASONS = {200: b"OK", 400: b"Bad Request", 404: b"Not Found", 405: b"Method Not Allowed",
+           500: b"Internal Server Error"}
 MAX_HEAD = 64 * 1024
 
 
@@ -206,6 +211,14 @@ class Upstream(asyncio.Protocol):
 
     def handle(self, method: bytes, path: bytes, headers: list[bytes], body: bytes,
                close: bool) -> None:
+        delay = Settings.chunk_delay_s
+        if path.startswith(b"/fail/") and method == b"POST":
+            self.send(json_response(500, {"error": {"message": "upstream failure (bench)",
+                                                    "type": "server_error", "param": None,
+                                                    "code": None}}, close), close)
+            return
+        if path.startswith(b"/slow/"):
+            path, delay = path[5:], SLOW_CHUNK_DELAY_S
         if path.startswith(b"/v1/"):
             path = path[3:]
         if method == b"POST":
@@ -224,7 +237,7 @@ class Upstream(asyncio.Protocol):
                         if h[:15].lower() == b"x-bench-chunks:":
                             nchunks = int(h[15:])
                     frames = sse_events(req, len(body), chat, nchunks)
-                    self.stream(frames, close)
+                    self.stream(frames, close, delay)
                     return
                 self.send(json_response(200, chat_body(req, len(body), chat), close), close)
             elif path == b"/embeddings":
@@ -256,10 +269,10 @@ class Upstream(asyncio.Protocol):
             self.closed = True
             self.transport.close()
 
-    def stream(self, frames: list[bytes], close: bool) -> None:
-        if Settings.chunk_delay_s > 0:
+    def stream(self, frames: list[bytes], close: bool, delay: float = 0.0) -> None:
+        if delay > 0:
             self.busy = True
-            self.task = asyncio.ensure_future(self.stream_slowly(frames, close))
+            self.task = asyncio.ensure_future(self.stream_slowly(frames, close, delay))
             return
         # One write per SSE event so the client sees them as separate arrivals.
         w = self.transport.write
@@ -268,7 +281,7 @@ class Upstream(asyncio.Protocol):
             w(frame)
         self.send(b"0\r\n\r\n", close)
 
-    async def stream_slowly(self, frames: list[bytes], close: bool) -> None:
+    async def stream_slowly(self, frames: list[bytes], close: bool, delay: float) -> None:
         try:
             if self.closed:
                 return
@@ -277,7 +290,7 @@ class Upstream(asyncio.Protocol):
                 if self.closed:
                     return
                 if i:
-                    await asyncio.sleep(Settings.chunk_delay_s)
+                    await asyncio.sleep(delay)
                 self.transport.write(frame)
             self.send(b"0\r\n\r\n", close)
         finally:

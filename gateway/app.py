@@ -42,6 +42,7 @@ from gateway.offline_data import price_map_path, use_offline_tiktoken
 from gateway.pii.output import pii_hash_key
 from gateway.pipeline.chain import model_pipeline, model_stages
 from gateway.policies.store import policies_for
+from gateway.preload import preload
 from gateway.pricing import PriceBook
 from gateway.providers.bridge import Bridge, Translator
 from gateway.providers.demo import DemoProvider
@@ -54,6 +55,7 @@ from gateway.settings import Settings
 from gateway.storage.engine import create_engine, ping
 from gateway.storage.keys import KeyStore, TeamStore
 from gateway.storage.templates import TemplateStore
+from gateway.storage.outage import unexpected_error
 from gateway.telemetry.metrics import Metrics
 from gateway.telemetry.recorder import MetricsRecorder
 from gateway.telemetry.tracing import TraceRecorder, Tracing
@@ -157,8 +159,7 @@ async def _http_exception(request: Request, exc: Exception) -> Response:
 
 
 async def _unhandled(request: Request, exc: Exception) -> Response:
-    log.error("unhandled error", exc_info=exc)
-    return error_response(InternalError("the gateway failed to handle this request"))
+    return error_response(unexpected_error(exc, log, "unhandled error"))
 
 
 class GatewayApp(Starlette):
@@ -191,6 +192,9 @@ def create_app(settings: Settings | None = None, config: LoadedConfig | None = N
         await svc.audit.start()
         await svc.limits.start()
         await svc.router.start()
+        if svc.settings.preload:
+            loaded = await asyncio.to_thread(preload, svc.config, svc.router.translated)
+            log.info("preloaded", extra={"loaded": loaded})
         # Start-up objects live for the whole process: keep them out of every GC pass
         # (a full pass over them was the p99 tail under load).
         gc.collect()

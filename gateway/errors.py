@@ -9,6 +9,7 @@ GatewayError
 ├── RateLimited (429 rate_limit_exceeded) · QuotaExceeded (429 insufficient_quota)
 ├── UpstreamError (502) · NoHealthyDeployment (503) · UpstreamTimeout (504)
 ├── AuditUnavailable (503) · RedactionUnavailable (503)
+├── AuthUnavailable (503) · StoreUnavailable (503)   (the database is down: see storage.outage)
 └── InternalError (500)
 """
 
@@ -144,6 +145,18 @@ class AuditUnavailable(GatewayError):
 
 class RedactionUnavailable(GatewayError):
     status_code, type, code = 503, "api_error", "redaction_unavailable"
+
+
+class AuthUnavailable(GatewayError):
+    """The key is not one this replica knows, and the key store cannot be asked now."""
+
+    status_code, type, code = 503, "api_error", "auth_unavailable"
+
+
+class StoreUnavailable(GatewayError):
+    """The database behind this endpoint (admin, audit, spend) cannot be reached now."""
+
+    status_code, type, code = 503, "api_error", "store_unavailable"
 
 
 class UpstreamTimeout(GatewayError):

@@ -30,10 +30,14 @@ def _encoding(name: str) -> tiktoken.Encoding:
     return tiktoken.get_encoding(name)
 
 
-def encoding_for(model: str) -> tiktoken.Encoding:
+def encoding_name(model: str) -> str:
+    """The tiktoken encoding counted for `model` (a public name or a litellm model string)."""
     short = model.rsplit("/", 1)[-1]
-    name = "o200k_base" if short.startswith(_O200K_MARKERS) else "cl100k_base"
-    return _encoding(name)
+    return "o200k_base" if short.startswith(_O200K_MARKERS) else "cl100k_base"
+
+
+def encoding_for(model: str) -> tiktoken.Encoding:
+    return _encoding(encoding_name(model))
 
 
 def count_text(text: str, model: str = "") -> int:

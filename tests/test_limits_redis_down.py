@@ -69,14 +69,15 @@ def test_redis_stopped_mid_test_falls_back_to_the_local_share(tmp_path: Path,
                         env={"GATEWAY_REDIS_URL": redis_server.url}).start()
     try:
         key = gw.create_key(name="share", rpm=9)
-        assert statuses(gw, key["key"], 3) == [200] * 3  # shared counters in Redis
+        assert statuses(gw, key["key"], 1) == [200]  # shared counters in Redis
         ready = httpx.get(gw.url + "/readyz", timeout=10).json()
         assert ready["checks"]["redis"] == "ok" and ready["limiter"]["fallback_requests"] == 0
 
         redis_server.stop()
-        # the replica's share of rpm 9 over 3 replicas is 3: requests keep flowing within it
+        # the replica's share of rpm 9 over 3 replicas is 3, of which it used 1 through Redis
+        # in this minute: requests keep flowing within the other 2
         got = statuses(gw, key["key"], 9)
-        assert got == [200] * 3 + [429] * 6, got
+        assert got == [200] * 2 + [429] * 7, got
         ready = httpx.get(gw.url + "/readyz", timeout=10)
         assert ready.status_code == 200  # reported, but the replica still serves
         body = ready.json()

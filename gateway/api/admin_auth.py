@@ -14,10 +14,11 @@ from starlette.responses import Response
 from gateway.api.http import services
 from gateway.context import Principal
 from gateway.core.audit_event import AuditEvent
-from gateway.errors import Forbidden, GatewayError, InternalError, InvalidRequest
+from gateway.errors import Forbidden, GatewayError, InvalidRequest
 from gateway.protocols.json_body import parse_object
 from gateway.web.body import read_body
 from gateway.web.responses import error_response
+from gateway.storage.outage import unexpected_error
 
 log = logging.getLogger("gateway.admin")
 
@@ -64,9 +65,8 @@ def admin_endpoint(*, roles: frozenset[str] = frozenset({"admin"}), audited: boo
                 if event is not None:
                     event.submit_to(svc.audit, exc.status_code, exc.code)
                 return response
-            except Exception:
-                log.exception("admin endpoint failed")
-                failed = InternalError("the gateway failed to handle this request")
+            except Exception as error:
+                failed = unexpected_error(error, log, "admin endpoint failed")
                 if event is not None:
                     event.submit_to(svc.audit, failed.status_code, failed.code)
                 return error_response(failed)

@@ -30,8 +30,12 @@ async def readyz(request: Request) -> Response:
     # as `limits.on_redis_error` says (local share, open, or 429 from the replica itself).
     limiter = svc.limits.status()
     if "redis" in limiter:
-        checks["redis"] = limiter["redis"] if limiter["redis"] == "ok" else \
-            f"unreachable (limits.on_redis_error: {limiter['on_redis_error']})"
+        state = limiter["redis"]
+        if state == "recovering":  # back, and the local share still applies for 5 s
+            state = "recovering (the local share still applies for a few seconds)"
+        elif state != "ok":
+            state = f"unreachable (limits.on_redis_error: {limiter['on_redis_error']})"
+        checks["redis"] = state
     return json_response({"status": "ready" if ready else "not_ready", "checks": checks,
                           "limiter": limiter}, status_code=200 if ready else 503)
 

@@ -60,13 +60,14 @@ def _quote(text: str, bearer: str) -> str:
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
-    from gateway import logs
+    from gateway import allocator, logs
     from gateway.app import create_app
     from gateway.commands.config_files import load_all
     from gateway.web.request_head import BoundedHttpToolsProtocol
 
     config = load_all(settings)
     logs.configure(settings.log_level)
+    allocator.tune()  # before the app starts its threads: few malloc arenas, trimmed
     app = create_app(settings, config)
     host = args.host or settings.host
     port = args.port or settings.port

@@ -12,6 +12,8 @@ the Redis server, with the server's clock, so several replicas share exact count
   b:<counter>:l     ZSET lease -> lease expiry (ms)
   lease:<id>        HASH `s` = r (reserved) | d (settled): makes both scripts idempotent
 
+`carry` puts what a replica counted while Redis was away into these keys (see shared.py).
+
 A lease that is neither settled nor renewed (its replica crashed) expires after the lease
 TTL: its concurrency slot and reserved cost are freed by the next script that looks.
 Not for Redis Cluster: a request's keys span hash slots (use one primary, or Sentinel).
@@ -27,6 +29,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from gateway.limits.model import WINDOW_S, BudgetLimit, Decision, Reservation, Room
+from gateway.limits.store import Carry
 
 PREFIX = "gw:"
 SETTLED_TAIL_MS = 60_000  # a settled lease's record stays this long (absorbs a retried settle)
@@ -286,6 +289,72 @@ return 1
 """
 
 
+# KEYS: (w, h) per windowed scope, c per scope with open leases, (r, l) per budget, then one
+#       lease record per open lease
+# ARGV: window_ms, lease_ttl_ms, nw, nc, nb, nl, then per windowed scope: n and n x (lease,
+#       age_ms, tokens); per concurrency scope: n and n x (lease, ms left); per budget: n and
+#       n x (lease, cost, ms left)
+# Idempotent: an entry already there is left as it is.
+_CARRY = _LUA_COMMON + """
+local now = now_ms()
+local win, ttl = tonumber(ARGV[1]), tonumber(ARGV[2])
+local nw, nc, nb, nl = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]),
+  tonumber(ARGV[6])
+local a, k = 7, 1
+for i = 1, nw do
+  local w, h = KEYS[k], KEYS[k + 1]
+  k = k + 2
+  local n = tonumber(ARGV[a])
+  a = a + 1
+  for j = 1, n do
+    local lease, age, tokens = ARGV[a], tonumber(ARGV[a + 1]), ARGV[a + 2]
+    a = a + 3
+    if age < win and redis.call('ZADD', w, 'NX', now - age, lease) == 1 then
+      redis.call('HSET', h, lease, tokens)
+      if tokens ~= '0' then redis.call('HINCRBY', h, '_sum', tokens) end
+    end
+  end
+  redis.call('PEXPIRE', w, win + 1000)
+  redis.call('PEXPIRE', h, win + 1000)
+end
+for i = 1, nc do
+  local c = KEYS[k]
+  k = k + 1
+  local n = tonumber(ARGV[a])
+  a = a + 1
+  for j = 1, n do
+    redis.call('ZADD', c, now + tonumber(ARGV[a + 1]), ARGV[a])
+    a = a + 2
+  end
+  redis.call('PEXPIRE', c, 2 * ttl)
+end
+for i = 1, nb do
+  local r, l = KEYS[k], KEYS[k + 1]
+  k = k + 2
+  local n = tonumber(ARGV[a])
+  a = a + 1
+  for j = 1, n do
+    local lease, cost, left = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2])
+    a = a + 3
+    if redis.call('HSETNX', r, lease, cost) == 1 then
+      if cost ~= '0' then redis.call('HINCRBY', r, '_sum', cost) end
+      redis.call('ZADD', l, now + left, lease)
+    end
+  end
+  redis.call('PEXPIRE', r, 2 * ttl)
+  redis.call('PEXPIRE', l, 2 * ttl)
+end
+for i = 1, nl do
+  if redis.call('HSETNX', KEYS[k], 's', 'r') == 1 then
+    redis.call('PEXPIRE', KEYS[k], 2 * ttl)
+  end
+  k = k + 1
+end
+return 1
+"""
+_CARRY_ARGS_PER_CALL = 30_000  # entries are sent in calls of about this many arguments
+
+
 def _scope_keys(scope_id: str) -> tuple[str, str, str]:
     base = PREFIX + scope_id
     return base + ":w", base + ":h", base + ":c"
@@ -321,6 +390,7 @@ class RedisStore:
         self._settle = client.register_script(_SETTLE)
         self._renew = client.register_script(_RENEW)
         self._add_spend = client.register_script(_ADD_SPEND)
+        self._carry = client.register_script(_CARRY)
 
     async def close(self) -> None:
         await self.client.aclose()
@@ -394,6 +464,47 @@ class RedisStore:
             keys.append(_budget_keys(b.counter)[0])
             args += [amount, b.baseline_nanos, b.ttl_s * 1000]
         await self._add_spend(keys=keys, args=args)
+
+    async def carry(self, counted: Carry, open_leases: list[str]) -> None:
+        """Add what another store counted (see `_CARRY`); `open_leases` become Redis leases
+        (settled and renewed here from now on). Safe to retry."""
+        items: list[tuple[int, tuple[str, ...], list[Any]]] = []  # (kind, keys, n + entries)
+
+        def add(kind: int, keys: tuple[str, ...], entries: list[tuple[Any, ...]]) -> None:
+            flat: list[Any] = [len(entries)]
+            for entry in entries:
+                flat.extend(entry)
+            items.append((kind, keys, flat))
+
+        for scope_id, windowed in counted.windows.items():
+            add(0, _scope_keys(scope_id)[:2],
+                [(lease, int(age * 1000), tokens) for lease, age, tokens in windowed])
+        for scope_id, active in counted.active.items():
+            add(1, _scope_keys(scope_id)[2:],
+                [(lease, max(1, int(left * 1000))) for lease, left in active])
+        for counter, holds in counted.holds.items():
+            add(2, _budget_keys(counter)[1:],
+                [(lease, cost, max(1, int(left * 1000))) for lease, cost, left in holds])
+        calls: list[list[tuple[int, tuple[str, ...], list[Any]]]] = [[]]
+        size = 0
+        for item in items:  # in calls of about _CARRY_ARGS_PER_CALL arguments, kinds in order
+            if size and size + len(item[2]) > _CARRY_ARGS_PER_CALL:
+                calls.append([])
+                size = 0
+            calls[-1].append(item)
+            size += len(item[2])
+        for i, call in enumerate(calls):
+            leases = open_leases if i == len(calls) - 1 else []
+            if not call and not leases:
+                continue
+            keys = [key for _, item_keys, _ in call for key in item_keys]
+            keys += [PREFIX + "lease:" + lease for lease in leases]
+            args: list[Any] = [int(WINDOW_S * 1000), self.lease_ttl_ms,
+                               *(sum(1 for kind, _, _ in call if kind == k) for k in range(3)),
+                               len(leases)]
+            for _, _, flat in call:
+                args.extend(flat)
+            await self._carry(keys=keys, args=args)
 
     async def spent(self, counter: str) -> int | None:
         value = await self.client.get(_budget_keys(counter)[0])

@@ -7,9 +7,11 @@ check and the update: on one event loop that is atomic.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from gateway.limits.model import (
@@ -19,6 +21,7 @@ from gateway.limits.model import (
     Decision,
     Reservation,
     Room,
+    ScopeLimit,
     budget_share,
     share,
     tighter,
@@ -31,6 +34,18 @@ class LimitStore(Protocol):
     async def reserve(self, r: Reservation) -> Decision: ...
 
     async def settle(self, r: Reservation, tokens: int, cost_nanos: int) -> None: ...
+
+
+@dataclass(slots=True)
+class Carry:
+    """A store's counts, as `MemoryStore.window_state` hands them to another store."""
+
+    windows: dict[str, list[tuple[str, float, int]]] = field(default_factory=dict)
+    active: dict[str, list[tuple[str, float]]] = field(default_factory=dict)
+    holds: dict[str, list[tuple[str, int, float]]] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return bool(self.windows or self.active or self.holds)
 
 
 class _Scope:
@@ -109,6 +124,27 @@ class MemoryStore:
         return found
 
     def reserve_now(self, r: Reservation) -> Decision:
+        decision = self._admit(r, budgets=True)
+        if decision.allowed:
+            r.store = self
+        return decision
+
+    def count(self, r: Reservation, *, check: bool) -> Decision:
+        """Count, in this store's windows and concurrency (not its budgets), a reservation
+        another store decides: once granted there (`check=False`), or before asking it
+        (`check=True`: refused here, counting nothing, when over this store's share)."""
+        if check:
+            return self._admit(r, budgets=False)
+        now = self.clock()
+        expiry = now + self.lease_ttl_s
+        for s in r.scopes:
+            scope = self._scopes.get(s.id)
+            if scope is None:
+                scope = self._scopes[s.id] = _Scope()
+            self._record(scope, s, r, now, expiry)
+        return ALLOW
+
+    def _admit(self, r: Reservation, *, budgets: bool) -> Decision:
         now = self.clock()
         cutoff = now - WINDOW_S
         d = self.divisor
@@ -150,33 +186,94 @@ class MemoryStore:
                 if len(scope.active) >= maxc:
                     return Decision(False, "concurrency", s.kind, 1.0, requests=requests,
                                     tokens=tokens)
-        budgets = []
-        for b in r.budgets:
+        held = []
+        for b in r.budgets if budgets else ():
             budget = self._budget(b, now)
-            budgets.append(budget)
+            held.append(budget)
             limit = budget_share(b, d)
             if budget.spent + budget.reserved + r.cost_nanos > limit:
                 budget.drop_expired(now)
                 if budget.spent + budget.reserved + r.cost_nanos > limit:
                     return Decision(False, "budget", b.kind, None, requests=requests,
                                     tokens=tokens)
-        lease = r.lease_id
         expiry = now + self.lease_ttl_s
         for s, scope in zip(r.scopes, scopes, strict=True):
-            if s.rpm is not None or s.tpm is not None:
-                entry = [now, r.tokens, lease]
-                scope.log.append(entry)
-                scope.entries[lease] = entry
-                scope.tokens += r.tokens
-            if s.max_concurrent is not None:
-                scope.active[lease] = expiry
-        for budget in budgets:
+            self._record(scope, s, r, now, expiry)
+        for budget in held:
             budget.reserved += r.cost_nanos
-            budget.held[lease] = (r.cost_nanos, expiry)
-        r.store = self
+            budget.held[r.lease_id] = (r.cost_nanos, expiry)
         if requests is None and tokens is None:
             return ALLOW
         return Decision(True, requests=requests, tokens=tokens)
+
+    @staticmethod
+    def _record(scope: _Scope, s: ScopeLimit, r: Reservation, now: float, expiry: float
+                ) -> None:
+        if s.rpm is not None or s.tpm is not None:
+            entry = [now, r.tokens, r.lease_id]
+            scope.log.append(entry)
+            scope.entries[r.lease_id] = entry
+            scope.tokens += r.tokens
+        if s.max_concurrent is not None:
+            scope.active[r.lease_id] = expiry
+
+    def uncount(self, r: Reservation) -> None:
+        """Undo `count`: the other store refused the reservation, or could not be asked."""
+        for s in r.scopes:
+            scope = self._scopes.get(s.id)
+            if scope is None:
+                continue
+            entry = scope.entries.pop(r.lease_id, None)
+            if entry is not None:
+                scope.tokens -= entry[1]
+                if scope.log and scope.log[-1] is entry:
+                    scope.log.pop()  # nearly always: the newest entry
+                else:
+                    with contextlib.suppress(ValueError):
+                        scope.log.remove(entry)
+            scope.active.pop(r.lease_id, None)
+
+    def release(self, r: Reservation, tokens: int) -> None:
+        """A counted reservation ended elsewhere: its tokens as used, its concurrency slot
+        free (its budgets are not this store's)."""
+        for s in r.scopes:
+            scope = self._scopes.get(s.id)
+            if scope is None:
+                continue
+            entry = scope.entries.get(r.lease_id)
+            if entry is not None:
+                scope.tokens += tokens - entry[1]
+                entry[1] = tokens
+            scope.active.pop(r.lease_id, None)
+
+    def unhold(self, r: Reservation) -> None:
+        """Drop what `r` holds of this store's budgets (another store holds it now)."""
+        for b in r.budgets:
+            budget = self._budgets.get(b.counter)
+            held = budget.held.pop(r.lease_id, None) if budget is not None else None
+            if budget is not None and held is not None:
+                budget.reserved -= held[0]
+
+    def window_state(self) -> Carry:
+        """What this store counts now, with ages rather than clock times (for another store
+        with another clock): per scope its window entries (lease, age s, tokens) and open
+        leases (lease, lease time left s), per budget its holds (lease, cost, time left s)."""
+        now = self.clock()
+        cutoff = now - WINDOW_S
+        carry = Carry()
+        for key, scope in self._scopes.items():
+            scope.prune(cutoff)
+            if scope.log:
+                carry.windows[key] = [(e[2], now - e[0], e[1]) for e in scope.log]
+            _drop_expired(scope.active, now)
+            if scope.active:
+                carry.active[key] = [(lease, exp - now) for lease, exp in scope.active.items()]
+        for counter, budget in self._budgets.items():
+            budget.drop_expired(now)
+            if budget.held:
+                carry.holds[counter] = [(lease, cost, exp - now)
+                                        for lease, (cost, exp) in budget.held.items()]
+        return carry
 
     def settle_now(self, r: Reservation, tokens: int, cost_nanos: int) -> None:
         if r.settled:

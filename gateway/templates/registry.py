@@ -39,6 +39,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from gateway.background import cancel_and_wait
 from gateway.errors import excerpt
 from gateway.storage.templates import TemplateStore
+from gateway.storage.outage import is_store_outage
 from gateway.templates.errors import TemplateError, not_found
 from gateway.templates.sandbox import MAX_TEXT, GatewaySandbox, MoveOffLoop, make_environment
 from gateway.templates.versions import TemplateVersion
@@ -47,6 +48,12 @@ from gateway.timeutil import iso
 log = logging.getLogger("gateway.templates")
 
 DEFAULT_LABEL = "production"
+
+
+def _database_down(exc: BaseException) -> bool:
+    """Unreachable, or not migrated yet (a missing table): the poll retries either."""
+    return isinstance(exc, SQLAlchemyError) or is_store_outage(exc)
+
 BUCKETS = 10_000
 
 
@@ -181,8 +188,11 @@ class TemplateRegistry:
                     self.pending_files = []
                     log.info("prompt files synced")
                 await self.refresh()
-            except (SQLAlchemyError, OSError) as exc:
-                log.warning("template refresh failed", extra={"reason": type(exc).__name__})
+            except Exception as exc:  # the poll outlives any failure (the next one retries)
+                if _database_down(exc):
+                    log.warning("template refresh failed", extra={"reason": type(exc).__name__})
+                else:
+                    log.exception("template refresh failed")
 
     # --- reading -------------------------------------------------------------------------
     def names(self) -> list[str]:
@@ -250,7 +260,9 @@ class TemplateRegistry:
         try:
             synced = await sync_files(self.store, files)
             await self.reload()
-        except (SQLAlchemyError, OSError) as exc:
+        except Exception as exc:
+            if not _database_down(exc):
+                raise
             self.pending_files = list(files)
             log.error("templates not loaded: database not ready (retrying)",
                       extra={"reason": type(exc).__name__})

@@ -64,6 +64,9 @@ class GatewayProcess:
                     "GATEWAY_DATABASE_URL": self.database_url,
                     "GATEWAY_ADMIN_KEY": self.admin_key,
                     "GATEWAY_PORT": str(self.port),
+                    # tokenizers and litellm load on first use: faster starts (a test that
+                    # checks the preload sets it back on)
+                    "GATEWAY_PRELOAD": "false",
                     "LITELLM_LOCAL_MODEL_COST_MAP": "True"})
         env.update(self.extra_env)
         return env

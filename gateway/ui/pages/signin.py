@@ -61,8 +61,12 @@ async def login(request: Request) -> Response:
         try:
             principal = await svc.auth.authenticate(f"Bearer {key}")
         except GatewayError as exc:
-            login_limiter.failed(ip)
             status, code = exc.status_code, exc.code
+            if status == 503:  # the key store is down: the key is not known to be wrong
+                response = render(request, "login.html", status=status, login_csrf=token,
+                                  error="The key store cannot be reached; try again shortly.")
+                return response
+            login_limiter.failed(ip)
             known = getattr(exc, "principal", None)
             if known is not None:
                 event.set_principal(known)
