@@ -39,6 +39,10 @@ class Settings(BaseSettings):
     # of the process but not of the machine). Bodies are kept up to this many characters.
     audit_spool_fsync: bool = True
     audit_body_max_chars: int = 65536
+    # Processes `gateway serve` runs on its port (`--workers`); each is a replica with its
+    # own audit spool and chain. `worker` is the index the supervisor gives each one.
+    workers: int = 1
+    worker: int = 0
     # Names this replica's audit hash chain (`<replica_id>-<6 hex>`); default: the host name.
     replica_id: str | None = None
     # Put prompt and answer text on trace spans (gen_ai.input/output.messages): off by default.

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from gateway.errors import AuthUnavailable, Unauthorized
-from gateway.migrate import upgrade
 from gateway.keys import authenticator as auth_module
 from gateway.keys.authenticator import RETRY_AFTER_FAILURE_S, STALE_IF_ERROR_S, Authenticator
+from gateway.migrate import upgrade
 from gateway.storage.engine import create_engine
 from gateway.storage.keys import KeyStore
 

@@ -16,9 +16,9 @@ from gateway.context import Principal
 from gateway.core.audit_event import AuditEvent
 from gateway.errors import Forbidden, GatewayError, InvalidRequest
 from gateway.protocols.json_body import parse_object
+from gateway.storage.outage import unexpected_error
 from gateway.web.body import read_body
 from gateway.web.responses import error_response
-from gateway.storage.outage import unexpected_error
 
 log = logging.getLogger("gateway.admin")
 

@@ -38,8 +38,8 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from gateway.background import cancel_and_wait
 from gateway.errors import excerpt
-from gateway.storage.templates import TemplateStore
 from gateway.storage.outage import is_store_outage
+from gateway.storage.templates import TemplateStore
 from gateway.templates.errors import TemplateError, not_found
 from gateway.templates.sandbox import MAX_TEXT, GatewaySandbox, MoveOffLoop, make_environment
 from gateway.templates.versions import TemplateVersion
