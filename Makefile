@@ -60,7 +60,8 @@ LOCK_ARGS ?=
 
 LINT_PATHS := $(wildcard gateway tests bench migrations)
 
-.PHONY: help install install-dev run test fuzz lint bench lock clean deploy-sync
+.PHONY: help install install-dev run test fuzz lint bench lock clean deploy-sync node-clients \
+	compliance
 
 help:
 	@sed -n 's/^#   make/  make/p' $(firstword $(MAKEFILE_LIST))
@@ -109,8 +110,23 @@ $(AXE_JS): tests/a11y/package.json tests/a11y/package-lock.json
 	  npm ci --prefix $(AXE_DIR) --no-audit --no-fund --silent; \
 	else echo ">> npm not found: the UI accessibility checks will be skipped" >&2; fi
 
-test: install-dev lint $(AXE_JS)
+test: install-dev lint $(AXE_JS) node-clients
 	bash scripts/test-services.sh -- $(VPY) -m pytest $(PYTEST_ARGS)
+
+# The Open Responses compliance CLI against the gateway (demo model, fake upstream by Chat
+# translation and by passthrough). Needs a checkout of openresponses/openresponses with its
+# packages installed (GitHub only: not reachable from an offline build; the same scenarios
+# run in `make test` as tests/protocols/test_responses_compliance.py).
+compliance: install-dev
+	$(VPY) -m tests.clients.open_responses --suite $(OPENRESPONSES_DIR)
+
+# Outside clients the tests drive from Node (the Vercel AI SDK, Claude Code), from the npm registry at the
+# versions in tests/clients/node/package-lock.json; without npm their tests skip, saying so.
+node-clients:
+	@if command -v npm >/dev/null 2>&1; then \
+	  npm ci --prefix tests/clients/node --no-audit --no-fund --loglevel=error \
+	    || echo ">> npm ci failed: the Node client tests will skip"; \
+	else echo ">> npm not found: the Node client tests will skip"; fi
 
 fuzz: install-dev
 	FUZZ_SCALE=$(FUZZ_SCALE) FUZZ_SEED=$(FUZZ_SEED) FUZZ_COVERAGE=1 \

@@ -11,6 +11,11 @@ CPU per request, then 1 client for the added p50 and the p99.
     git worktree add /tmp/base HEAD                # or: git archive HEAD gateway | tar -x -C DIR
     .venv/bin/python bench/ab.py base=/tmp/base new=.
     .venv/bin/python bench/ab.py now=. nofsync=.,GATEWAY_AUDIT_SPOOL_FSYNC=false
+    .venv/bin/python bench/ab.py now=. --payloads chat,messages,messages_tr   # protocols
+
+`--payloads` alternates request kinds too (bench/run.py's payloads: `chat`; `messages`,
+Anthropic Messages passed through; `messages_tr`, Messages translated to Chat), each measured
+right after the others on the same gateway, so their overheads compare on the same minutes.
 
 A variant is NAME=TREE[,NAME=VALUE...]; TREE is a folder holding `gateway/` ("." is this
 checkout). It prints one line per variant: medians, and each repeat's figure.
@@ -54,13 +59,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--duration", type=float, default=4.0, help="seconds per step (4)")
     ap.add_argument("--c1-only", action="store_true",
                     help="only the 1-client step (latency: p50, p99)")
+    ap.add_argument("--payloads", default="chat",
+                    help="comma-separated request kinds to alternate (chat)")
     opts = ap.parse_args(argv)
+    payloads = opts.payloads.split(",")
 
     args = bench.parse_args(["--no-wrk", "--duration", str(opts.duration), "--warmup", "1"])
     tmp = Path(tempfile.mkdtemp(prefix="gw-ab-"))
     runner = bench.Bench(args, tmp)
     figures: dict[str, dict[str, list[float]]] = {
-        name: {"rps": [], "cpu": [], "p50": [], "p99": []} for name, _, _ in opts.variants}
+        f"{name}/{payload}" if len(payloads) > 1 else name:
+            {"rps": [], "cpu": [], "p50": [], "p99": []}
+        for name, _, _ in opts.variants for payload in payloads}
+    direct: dict[str, float] = {}
     try:
         runner.payloads = bench.write_payloads(tmp)
         runner.start_upstream()
@@ -74,26 +85,31 @@ def main(argv: list[str] | None = None) -> int:
                 args.gateway_env = [f"PYTHONPATH={tree}", *env, db_env(tmp, name)]
                 proc, port, _ = runner.start_gateway()
                 headers = {"authorization": f"Bearer {runner.create_key(port)}"}
-                busy = {"rps": 0.0} if opts.c1_only else \
-                    runner.load(port, "chat", 64, False, headers, cpu_pid=proc.pid)
-                alone = runner.load(port, "chat", 1, False, headers, cpu_pid=proc.pid)
+                for payload in payloads if rep % 2 == 0 else payloads[::-1]:
+                    label = f"{name}/{payload}" if len(payloads) > 1 else name
+                    busy = {"rps": 0.0} if opts.c1_only else \
+                        runner.load(port, payload, 64, False, headers, cpu_pid=proc.pid)
+                    alone = runner.load(port, payload, 1, False, headers, cpu_pid=proc.pid)
+                    figures[label]["rps"].append(busy["rps"])
+                    figures[label]["cpu"].append(busy.get("cpu_us_per_req") or 0.0)
+                    figures[label]["p50"].append(alone["p50_ms"])
+                    figures[label]["p99"].append(alone["p99_ms"])
+                    bench.log(f"repeat {rep + 1} {label}: {busy['rps']:.0f} req/s, "
+                              f"c=1 p50 {alone['p50_ms']:.3f} ms, p99 {alone['p99_ms']:.3f} ms")
                 bench.PROCS.stop(proc)
-                figures[name]["rps"].append(busy["rps"])
-                figures[name]["cpu"].append(busy.get("cpu_us_per_req") or 0.0)
-                figures[name]["p50"].append(alone["p50_ms"])
-                figures[name]["p99"].append(alone["p99_ms"])
-                bench.log(f"repeat {rep + 1} {name}: {busy['rps']:.0f} req/s, "
-                          f"c=1 p50 {alone['p50_ms']:.3f} ms, p99 {alone['p99_ms']:.3f} ms")
-        direct = runner.load(runner.upstream_port, "chat", 1, False, {})["p50_ms"]
+        for payload in payloads:
+            direct[payload] = runner.load(runner.upstream_port, payload, 1, False, {})["p50_ms"]
     finally:
         bench.PROCS.stop_all()
-    print(f"direct c=1 p50 {direct:.3f} ms")
-    for name, f in figures.items():
+    print("direct c=1 p50 " + ", ".join(f"{p} {v:.3f} ms" for p, v in direct.items()))
+    for label, f in figures.items():
+        name = label
+        base = direct[label.rsplit("/", 1)[1] if "/" in label else payloads[0]]
         print(f"{name:12s} c=64 {statistics.median(f['rps']):6.0f} req/s "
               f"({', '.join(f'{v:.0f}' for v in f['rps'])}), "
               f"CPU {statistics.median(f['cpu']):4.0f} us/req, "
-              f"c=1 added p50 {statistics.median(f['p50']) - direct:.3f} ms "
-              f"({', '.join(f'{v - direct:.3f}' for v in f['p50'])}), "
+              f"c=1 added p50 {statistics.median(f['p50']) - base:.3f} ms "
+              f"({', '.join(f'{v - base:.3f}' for v in f['p50'])}), "
               f"c=1 p99 {statistics.median(f['p99']):.3f} ms "
               f"({', '.join(f'{v:.3f}' for v in f['p99'])}), p99/p50 "
               f"{statistics.median(f['p99']) / statistics.median(f['p50']):.1f}")

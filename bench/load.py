@@ -39,9 +39,11 @@ class Run:
     """What every connection shares: the request, the clock and the results."""
 
     def __init__(self, request: bytes, stream: bool, expect: bytes | None, measure_from: float,
-                 end: float) -> None:
+                 end: float, first: bytes = b"data:", done: bytes = b"[DONE]") -> None:
         self.request = request
         self.stream = stream
+        self.first = first  # the event that counts as the first chunk (TTFC)
+        self.done = done  # the event a complete stream ends with
         self.expect = expect
         self.measure_from = measure_from
         self.end = end
@@ -169,10 +171,10 @@ class Conn(asyncio.Protocol):
         if self.run.stream:
             n = piece.count(b"data:")
             if n:
-                if self.t_first is None:
+                if self.t_first is None and self.run.first in piece:
                     self.t_first = now
                 self.events += n
-                if b"[DONE]" in piece:
+                if self.run.done in piece:
                     self.saw_done = True
 
     def complete(self, now: float, keep_alive: bool) -> None:
@@ -239,7 +241,7 @@ async def main_async(args: argparse.Namespace, request: bytes, host: str, port: 
     measure_from = start + args.warmup
     end = measure_from + args.duration
     run = Run(request, args.stream, args.expect.encode() if args.expect else None,
-              measure_from, end)
+              measure_from, end, args.first_marker.encode(), args.done_marker.encode())
     cpu: list[tuple[float, tuple[float, float] | None]] = []
 
     def sample() -> None:
@@ -313,6 +315,12 @@ def main() -> int:
     ap.add_argument("--warmup", type=float, default=1.0, help="unrecorded seconds first")
     ap.add_argument("--stream", action="store_true", help="time SSE: TTFC and [DONE] check")
     ap.add_argument("--expect", default=None, help="substring every 200 body must contain")
+    ap.add_argument("--first-marker", default="data:",
+                    help="streams: the text of the event that is the first chunk (data:); "
+                         "`response.output_text.delta` times a Responses stream's first text")
+    ap.add_argument("--done-marker", default="[DONE]",
+                    help="streams: the text a complete stream holds ([DONE]; "
+                         "`response.completed` for the Responses API)")
     ap.add_argument("--cpu-pid", type=int, default=0,
                     help="also report this process's CPU use over the measured window")
     ap.add_argument("--cpu-core", type=int, default=None,

@@ -56,7 +56,34 @@ STEPS = [
     ("chat_c32", "chat", 32, False),
     ("stream_c1", "stream", 1, True),
     ("chat_c64", "chat", 64, False),
+    # /v1/responses translated to the upstream's Chat Completions (store: false: the
+    # translation's cost alone); `direct` is the same Chat call straight to the upstream
+    ("responses_c1", "responses", 1, False),
+    ("responses_stream_c1", "responses_stream", 1, True),
+    ("responses_c64", "responses", 64, False),
+    # Anthropic Messages, beside chat: passed through to an Anthropic-shaped upstream, and
+    # translated to the upstream's OpenAI Chat (the direct figure: the upstream's Messages)
+    ("messages_c1", "messages", 1, False),
+    ("messages_tr_c1", "messages_tr", 1, False),
+    ("messages_tr_stream_c1", "messages_tr_stream", 1, True),
+    ("messages_c64", "messages", 64, False),
+    ("messages_tr_c64", "messages_tr", 64, False),
 ]
+MESSAGES_MODEL = "claude-bench"  # an anthropic/ deployment on the fake upstream
+# payload -> (gateway path, the payload `direct` sends to the upstream instead, what a
+# whole answer holds, the first-chunk and end markers of a stream)
+ROUTES = {
+    "chat": ("/v1/chat/completions", "chat", '"choices"', "data:", "[DONE]"),
+    "stream": ("/v1/chat/completions", "stream", '"choices"', "data:", "[DONE]"),
+    "responses": ("/v1/responses", "chat", '"output"', "data:", "[DONE]"),
+    "responses_stream": ("/v1/responses", "stream", '"output"',
+                         "response.output_text.delta", "response.completed"),
+    # Messages: `direct` sends the same body to the upstream's own /v1/messages
+    "messages": ("/v1/messages", "messages", '"content"', "data:", "message_stop"),
+    "messages_tr": ("/v1/messages", "messages_tr", '"content"', "data:", "message_stop"),
+    "messages_tr_stream": ("/v1/messages", "messages_tr_stream", '"content"', "data:",
+                           "message_stop"),
+}
 
 
 def log(*parts: object) -> None:
@@ -284,10 +311,20 @@ def write_payloads(tmp: Path) -> dict[str, Path]:
     chat = {"model": CHAT_MODEL, "max_tokens": 64, "temperature": 0,
             "messages": [{"role": "system", "content": "You are a helpful assistant."},
                          {"role": "user", "content": text}]}
+    responses = {"model": CHAT_MODEL, "max_output_tokens": 64, "temperature": 0,
+                 "instructions": "You are a helpful assistant.", "input": text, "store": False}
+    messages = {"model": MESSAGES_MODEL, "max_tokens": 64, "temperature": 0,
+                "system": "You are a helpful assistant.",
+                "messages": [{"role": "user", "content": text}]}
     bodies = {
         "chat": chat,
         "stream": {**chat, "stream": True, "stream_options": {"include_usage": True}},
         "embed": {"model": EMBED_MODEL, "input": text[:200]},
+        "responses": responses,
+        "responses_stream": {**responses, "stream": True},
+        "messages": messages,
+        "messages_tr": {**messages, "model": CHAT_MODEL},
+        "messages_tr_stream": {**messages, "model": CHAT_MODEL, "stream": True},
     }
     paths = {}
     for name, obj in bodies.items():
@@ -305,7 +342,9 @@ def write_config(tmp: Path, upstream_port: int, deployments: int) -> Path:
         "models:\n"
         f"  - name: {CHAT_MODEL}\n    deployments:\n{chat_deps}"
         f"  - name: {EMBED_MODEL}\n    deployments:\n"
-        f"      - model: openai/{EMBED_MODEL}\n        api_base: {base}\n")
+        f"      - model: openai/{EMBED_MODEL}\n        api_base: {base}\n"
+        f"  - name: {MESSAGES_MODEL}\n    deployments:\n"
+        f"      - model: anthropic/{MESSAGES_MODEL}\n        api_base: {base[:-3]}\n")
     return path
 
 
@@ -432,8 +471,13 @@ class Bench:
             "chat": ("POST", "/v1/chat/completions", "chat", b'"choices"'),
             "stream": ("POST", "/v1/chat/completions", "stream", b"data: [DONE]"),
             "embeddings": ("POST", "/v1/embeddings", "embed", b'"embedding"'),
+            "messages": ("POST", "/v1/messages", "messages", b'"content"'),
+            "messages_translated": ("POST", "/v1/messages", "messages_tr", b'"content"'),
             "models": ("GET", "/v1/models", None, CHAT_MODEL.encode()),
+            "responses": ("POST", "/v1/responses", "responses", b'"output"'),
         }
+        if port == self.upstream_port:  # the upstream speaks Chat only
+            del checks["responses"]
         out: dict[str, bool | str] = {}
         for name, (method, path, payload, expect) in checks.items():
             body = self.payloads[payload].read_bytes() if payload else None
@@ -446,11 +490,15 @@ class Bench:
 
     def load(self, port: int, payload: str, clients: int, stream: bool,
              headers: dict[str, str], cpu_pid: int = 0) -> dict:
-        argv = [self.python, str(BENCH / "load.py"),
-                f"http://127.0.0.1:{port}/v1/chat/completions",
+        path, direct, expect, first, done = ROUTES.get(payload, ROUTES["chat"])
+        if port == self.upstream_port:  # the same work straight from the upstream
+            payload = direct
+            path, _, expect, first, done = ROUTES[direct]
+        argv = [self.python, str(BENCH / "load.py"), f"http://127.0.0.1:{port}{path}",
                 "--body-file", str(self.payloads[payload]), "-c", str(clients),
                 "-d", str(self.args.duration), "--warmup", str(self.args.warmup)]
-        argv += ["--stream"] if stream else ["--expect", '"choices"']
+        argv += ["--stream", "--first-marker", first, "--done-marker", done] if stream \
+            else ["--expect", expect]
         for k, v in headers.items():
             argv += ["--header", f"{k}: {v}"]
         if cpu_pid:
@@ -576,6 +624,21 @@ def aggregate(runs: list[dict], startup: list[float]) -> dict:
         ("chat c=64 p50 (ms)", "chat_c64", "p50_ms", "lower"),
         ("chat c=64 p99 (ms)", "chat_c64", "p99_ms", "lower"),
         ("throughput c=64, wrk (req/s)", "wrk_c64", "rps", "higher"),
+        ("responses c=1 p50 (ms)", "responses_c1", "p50_ms", "lower"),
+        ("responses c=1 p99 (ms)", "responses_c1", "p99_ms", "lower"),
+        ("responses stream c=1 first output_text.delta p50 (ms)", "responses_stream_c1",
+         "ttfc_p50_ms", "lower"),
+        ("responses stream c=1 whole stream p50 (ms)", "responses_stream_c1", "p50_ms",
+         "lower"),
+        ("responses throughput c=64 (req/s)", "responses_c64", "rps", "higher"),
+        ("messages passthrough c=1 p50 (ms)", "messages_c1", "p50_ms", "lower"),
+        ("messages translated c=1 p50 (ms)", "messages_tr_c1", "p50_ms", "lower"),
+        ("messages translated stream c=1 first event p50 (ms)", "messages_tr_stream_c1",
+         "ttfc_p50_ms", "lower"),
+        ("messages translated stream c=1 whole stream p50 (ms)", "messages_tr_stream_c1",
+         "p50_ms", "lower"),
+        ("messages passthrough throughput c=64 (req/s)", "messages_c64", "rps", "higher"),
+        ("messages translated throughput c=64 (req/s)", "messages_tr_c64", "rps", "higher"),
     ]
     for label, step, field, kind in figures:
         d, g = med("direct", step, field), med("gateway", step, field)
@@ -586,7 +649,7 @@ def aggregate(runs: list[dict], startup: list[float]) -> dict:
             row["added"] = g - d if kind == "lower" else None
             row["ratio"] = g / d if d else None
         rows[label] = row
-    summary: dict[str, Any] = {"figures": rows}
+    summary: dict[str, Any] = {"figures": rows, "responses_vs_chat": _versus_chat(rows)}
     summary["peak_rss_mb"] = median([r.get("peak_rss_mb") for r in runs])
     summary["rss_mb"] = median([r.get("rss_mb") for r in runs])
     summary["threads"] = median([r.get("threads") for r in runs])
@@ -619,6 +682,26 @@ def aggregate(runs: list[dict], startup: list[float]) -> dict:
         "total": sum(r.get("log_errors", {}).get("total", 0) for r in runs),
         "top": sorted(top.items(), key=lambda kv: -kv[1])[:5]}
     return summary
+
+
+# (what, the chat figure, the responses figure, compared by): the Responses API's own cost
+# beside chat's in the same run: added latency (gateway - direct) and throughput.
+VERSUS = [
+    ("added p50 at 1 client", "chat c=1 p50 (ms)", "responses c=1 p50 (ms)", "added"),
+    ("added time to the first text", "stream c=1 first chunk p50 (ms)",
+     "responses stream c=1 first output_text.delta p50 (ms)", "added"),
+    ("req/s at 64 clients", "throughput c=64 (req/s)", "responses throughput c=64 (req/s)",
+     "gateway"),
+]
+
+
+def _versus_chat(rows: dict[str, dict[str, Any]]) -> dict[str, dict[str, float | None]]:
+    out = {}
+    for what, chat, responses, field in VERSUS:
+        c = rows.get(chat, {}).get(field)
+        r = rows.get(responses, {}).get(field)
+        out[what] = {"chat": c, "responses": r, "ratio": r / c if c and r is not None else None}
+    return out
 
 
 def warnings(meta: dict, summary: dict) -> list[str]:
@@ -688,6 +771,13 @@ def render(meta: dict, summary: dict) -> str:
         ratio = row.get("ratio")
         lines.append(f"| {label} | {fmt(row['direct'], nd)} | {fmt(row['gateway'], nd)} | "
                      f"{added_s} | {'-' if ratio is None else f'{ratio:.2f}x'} |")
+    lines += ["", "| /v1/responses (translated) beside chat | chat | responses | "
+              "responses / chat |", "|---|---:|---:|---:|"]
+    for what, row in summary.get("responses_vs_chat", {}).items():
+        nd = 0 if "req/s" in what else 3
+        ratio = row.get("ratio")
+        lines.append(f"| {what} | {fmt(row['chat'], nd)} | {fmt(row['responses'], nd)} | "
+                     f"{'-' if ratio is None else f'{ratio:.2f}x'} |")
     wrk_note = (" (wrk abandons up to 64 in-flight requests when it stops; the gateway "
                 "audits those too)") if meta["versions"].get("wrk") != "not used" else ""
     su = summary["startup_s"]

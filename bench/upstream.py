@@ -8,6 +8,9 @@ Endpoints (with or without the `/v1` prefix):
                               chunk, a usage chunk when `stream_options.include_usage`, [DONE]
   POST /v1/completions        the same for legacy completions
   POST /v1/embeddings         one vector per input
+  POST /v1/messages           Anthropic Messages: JSON, or its SSE events when `"stream": true`
+                              (message_start, one text block of N deltas, message_delta,
+                              message_stop)
   GET  /v1/models, /v1/models/{id}, /health, /healthz
 
 Path prefixes for the soak (`bench/soak.py`): `/fail/v1/...` answers 500 to every POST;
@@ -105,6 +108,37 @@ def embed_body(req: dict, raw_len: int) -> dict:
     u = usage(raw_len, 0)
     return {"object": "list", "model": req.get("model", "text-embedding-3-small"), "data": data,
             "usage": {"prompt_tokens": u["prompt_tokens"], "total_tokens": u["prompt_tokens"]}}
+
+
+def anthropic_body(req: dict, raw_len: int) -> dict:
+    return {"id": f"msg_bench{next(_ids)}", "type": "message", "role": "assistant",
+            "model": req.get("model", "claude"), "content": [{"type": "text", "text": ANSWER}],
+            "stop_reason": "end_turn", "stop_sequence": None,
+            "usage": {"input_tokens": max(1, raw_len // 4), "output_tokens": COMPLETION_TOKENS}}
+
+
+def anthropic_events(req: dict, raw_len: int, nchunks: int) -> list[bytes]:
+    """Anthropic's SSE, each event one HTTP chunk."""
+    message = {**anthropic_body(req, raw_len), "content": [], "stop_reason": None}
+    message["usage"] = {**message["usage"], "output_tokens": 1}
+    events: list[tuple[str, dict]] = [
+        ("message_start", {"type": "message_start", "message": message}),
+        ("content_block_start", {"type": "content_block_start", "index": 0,
+                                 "content_block": {"type": "text", "text": ""}})]
+    for i in range(nchunks):
+        events.append(("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                                "delta": {"type": "text_delta",
+                                                          "text": WORDS[i % len(WORDS)]}}))
+    events += [("content_block_stop", {"type": "content_block_stop", "index": 0}),
+               ("message_delta", {"type": "message_delta",
+                                  "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                                  "usage": {"output_tokens": nchunks}}),
+               ("message_stop", {"type": "message_stop"})]
+    out = []
+    for name, obj in events:
+        frame = b"event: " + name.encode() + b"\ndata: " + orjson.dumps(obj) + b"\n\n"
+        out.append(b"%x\r\n%s\r\n" % (len(frame), frame))
+    return out
 
 
 def sse_events(req: dict, raw_len: int, chat: bool, nchunks: int) -> list[bytes]:
@@ -242,6 +276,11 @@ class Upstream(asyncio.Protocol):
                 self.send(json_response(200, chat_body(req, len(body), chat), close), close)
             elif path == b"/embeddings":
                 self.send(json_response(200, embed_body(req, len(body)), close), close)
+            elif path == b"/messages":
+                if req.get("stream"):
+                    self.stream(anthropic_events(req, len(body), Settings.chunks), close)
+                    return
+                self.send(json_response(200, anthropic_body(req, len(body)), close), close)
             else:
                 self.send(error(404, f"unknown path {path.decode('latin-1')}", close), close)
         elif method == b"GET":

@@ -28,6 +28,7 @@ from gateway.api import (
 )
 from gateway.api import audit as audit_api
 from gateway.api import metrics as metrics_api
+from gateway.api import responses as responses_api
 from gateway.api.audit_durability import AuditDurabilityMiddleware
 from gateway.api.cors import CorsMiddleware, PreflightHook
 from gateway.api.middleware import RequestIdMiddleware
@@ -42,10 +43,14 @@ from gateway.limits.headers import RoomMemory
 from gateway.limits.limiter import Limiter
 from gateway.offline_data import price_map_path, use_offline_tiktoken
 from gateway.pii.output import pii_hash_key
-from gateway.pipeline.chain import model_pipeline, model_stages
+from gateway.pipeline.chain import count_tokens_pipeline, model_pipeline, model_stages
 from gateway.policies.store import policies_for
 from gateway.preload import preload
 from gateway.pricing import PriceBook
+from gateway.protocols.anthropic import COUNT_TOKENS, MESSAGES
+from gateway.protocols.anthropic_translate import MessagesTranslator
+from gateway.protocols.responses_translate import ResponsesTranslator
+from gateway.providers.anthropic_native import NativeMessages
 from gateway.providers.bridge import Bridge, Translator
 from gateway.providers.demo import DemoProvider
 from gateway.providers.litellm_adapter import LiteLLMProvider
@@ -57,6 +62,7 @@ from gateway.settings import Settings
 from gateway.storage.engine import create_engine, ping
 from gateway.storage.keys import KeyStore, TeamStore
 from gateway.storage.outage import unexpected_error
+from gateway.storage.responses import ResponseStore
 from gateway.storage.templates import TemplateStore
 from gateway.telemetry.metrics import Metrics
 from gateway.telemetry.recorder import MetricsRecorder
@@ -78,10 +84,13 @@ def build_services(settings: Settings, config: LoadedConfig) -> Services:
     auth = Authenticator(keys, admin_key, settings.key_cache_ttl_s)
     tracing = Tracing.from_environment(capture_content=settings.trace_content)
     # Wrapped so each provider attempt is a trace span (a no-op when tracing is off).
-    providers = tracing.wrap_providers({"demo": DemoProvider(), "direct": OpenAICompatProvider(),
-                                        "litellm": LiteLLMProvider()})
+    # Messages to the deployments that speak it go as they came (`NativeMessages`).
+    providers = tracing.wrap_providers({
+        "demo": DemoProvider(), "direct": NativeMessages(OpenAICompatProvider()),
+        "litellm": NativeMessages(LiteLLMProvider())})
     # Other client protocols, by translation where a deployment does not speak them.
-    translators: dict[str, Translator] = {}
+    translators: dict[str, Translator] = {"messages": MessagesTranslator()}
+    translators["responses"] = ResponsesTranslator()
     providers = {name: Bridge(p, translators) for name, p in providers.items()}
     # With Redis, a deployment's Retry-After holds on every replica.
     shared_pauses = SharedPauses.from_url(settings.redis_url) if settings.redis_url else None
@@ -108,16 +117,19 @@ def build_services(settings: Settings, config: LoadedConfig) -> Services:
     if tracing.enabled:
         recorders.append(TraceRecorder(tracing))
     rooms = RoomMemory()
+    responses = ResponseStore(engine, config.responses.retention_days)
     stages = model_stages(config=config, auth=auth, router=router, limiter=limiter,
                           audit_writer=audit, policies=policies, templates=templates,
                           metrics=metrics, pii_hash_key=hash_key, recorders=recorders,
-                          translated=router.translated, rooms=rooms)
+                          translated=router.translated, rooms=rooms, responses=responses)
     pipeline = model_pipeline(stages, router)
+    own_chains = {COUNT_TOKENS.path: count_tokens_pipeline(stages, router)}
     return Services(settings=settings, config=config, engine=engine, keys=keys,
                     teams=TeamStore(engine), auth=auth, router=router, audit=audit, v1=pipeline,
+                    v1_own_chains=own_chains,
                     limits=limiter,
                     policies=policies, templates=templates, metrics=metrics, tracing=tracing,
-                    pii_hash_key=hash_key, rooms=rooms)
+                    pii_hash_key=hash_key, rooms=rooms, responses=responses)
 
 
 def _worker_spool(settings: Settings, config: LoadedConfig) -> tuple[Path, int, str | None]:
@@ -181,6 +193,9 @@ async def _http_exception(request: Request, exc: Exception) -> Response:
         err = GatewayError(str(exc.detail))
         err.status_code = exc.status_code
     _audit_unrouted(request, err)
+    if request.url.path.startswith(MESSAGES.path):  # Anthropic's clients: their envelope
+        return Response(MESSAGES.error_body(err), status_code=err.status_code,
+                        media_type="application/json", headers=err.headers or None)
     return error_response(err)
 
 
@@ -192,14 +207,16 @@ class GatewayApp(Starlette):
     """Starlette, with `outer` middleware around everything and the `/v1` model endpoints
     answered by `V1Front` before Starlette's own error middleware and router."""
 
-    def __init__(self, pipeline: Handler, *, outer: list[Middleware], **kwargs: object
-                 ) -> None:
+    def __init__(self, pipeline: Handler, *, outer: list[Middleware],
+                 own_chains: dict[str, Handler] | None = None, **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self.pipeline = pipeline
+        self.own_chains = own_chains
         self.outer = outer
 
     def build_middleware_stack(self) -> ASGIApp:
-        app: ASGIApp = v1.V1Front(super().build_middleware_stack(), self.pipeline)
+        app: ASGIApp = v1.V1Front(super().build_middleware_stack(), self.pipeline,
+                                  self.own_chains)
         for cls, args, kwargs in reversed(self.outer):
             app = cls(app, *args, **kwargs)
         return app
@@ -230,6 +247,8 @@ def create_app(settings: Settings | None = None, config: LoadedConfig | None = N
             if warm_up is not None:
                 warm_up.cancel()
             await svc.templates.stop()
+            if svc.responses is not None:
+                await svc.responses.close()
             await svc.limits.stop()
             await svc.audit.stop()
             if svc.tracing is not None:
@@ -245,12 +264,12 @@ def create_app(settings: Settings | None = None, config: LoadedConfig | None = N
                                   on_preflight=_preflight_auditor(svc))] \
         if svc.config.cors is not None else []
     app = GatewayApp(
-        svc.v1,
+        svc.v1, own_chains=svc.v1_own_chains,
         outer=[Middleware(RequestIdMiddleware), *cors_middleware, *tracing_middleware,
                Middleware(AuditDurabilityMiddleware, writer=svc.audit)],
         routes=[*v1.routes, *admin_keys.routes, *admin_teams.routes, *admin_policies.routes,
                 *admin_templates.routes, *admin_spend.routes, *health.routes, *audit_api.routes,
-                *metrics_api.routes, *ui_routes.routes],
+                *metrics_api.routes, *ui_routes.routes, *responses_api.routes],
         exception_handlers={HTTPException: _http_exception, Exception: _unhandled},
         lifespan=lifespan,
     )

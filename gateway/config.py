@@ -54,6 +54,13 @@ class Deployment(_Strict):
     idle_timeout_s: float = Field(default=30, gt=0)
     rpm: int | None = Field(default=None, gt=0)
     tpm: int | None = Field(default=None, gt=0)
+    # Forward `/v1/responses` bodies as they are (only `model` rewritten): the upstream
+    # speaks the OpenAI Responses API itself. Otherwise they are translated to Chat.
+    native_responses: bool = False
+    # Messages API: served as it comes (None: Anthropic-family deployments do) and the
+    # `anthropic-beta` flags such a deployment may get (None: every flag, unchanged).
+    native_messages: bool | None = None
+    anthropic_beta_allowlist: list[str] | None = None
 
     @field_validator("api_key")
     @classmethod
@@ -71,6 +78,19 @@ class Deployment(_Strict):
     def upstream_model(self) -> str:
         """The model name the provider knows (the model string without its prefix)."""
         return self.model.split("/", 1)[1] if "/" in self.model else self.model
+
+    @property
+    def speaks_messages_by_family(self) -> bool:
+        return self.provider == "anthropic" or (
+            self.provider in ("bedrock", "vertex_ai") and "claude" in self.upstream_model)
+
+    @property
+    def speaks_messages(self) -> bool:
+        """Serves Anthropic's Messages API as it comes: `native_messages`, else Anthropic
+        itself and Claude on Bedrock or Vertex AI."""
+        if self.native_messages is not None:
+            return self.native_messages
+        return self.speaks_messages_by_family
 
 
 class ModelConfig(_Strict):
@@ -178,6 +198,12 @@ class CorsConfig(_Strict):
     max_age_s: int = Field(default=600, ge=0, le=86400)
 
 
+class ResponsesConfig(_Strict):
+    """`/v1/responses`: how long stored responses are kept (`store: true`)."""
+
+    retention_days: int = Field(default=30, ge=1)
+
+
 class GatewayConfig(_Strict):
     models: list[ModelConfig] = Field(default_factory=list)
     router: RouterConfig = RouterConfig()
@@ -188,6 +214,7 @@ class GatewayConfig(_Strict):
     policies_dir: str = "policies"
     audit: AuditConfig = AuditConfig()
     cors: CorsConfig | None = None
+    responses: ResponsesConfig = ResponsesConfig()
 
 
 class LoadedConfig:
@@ -222,6 +249,10 @@ class LoadedConfig:
     @property
     def cors(self) -> CorsConfig | None:
         return self.raw.cors
+
+    @property
+    def responses(self) -> ResponsesConfig:
+        return self.raw.responses
 
     def path(self, relative: str) -> Path:
         """A path from the config, relative to the config file's folder."""
@@ -331,6 +362,7 @@ def _semantic_errors(cfg: GatewayConfig, environ: Mapping[str, str], base_dir: P
         names[model.name] = i
         for j, dep in enumerate(model.deployments):
             where = f"models[{i}].deployments[{j}]"
+            problems.extend(_messages_problems(dep, where))
             if dep.api_key is not None:
                 try:
                     secrets[(i, j)] = _resolve_ref(dep.api_key, environ)
@@ -364,6 +396,16 @@ def _semantic_errors(cfg: GatewayConfig, environ: Mapping[str, str], base_dir: P
         if p.exists() and not p.is_dir():
             problems.append((key, f"{p} is not a folder"))
     return problems, secrets, bases
+
+
+def _messages_problems(dep: Deployment, where: str) -> list[tuple[str, str]]:
+    """`native_messages: true` needs an upstream that can speak Messages."""
+    if dep.native_messages and dep.provider == "demo":
+        return [(f"{where}.native_messages", "the demo provider speaks OpenAI Chat: Messages "
+                 "requests to it are translated")]
+    if dep.native_messages and dep.api_base is None and not dep.speaks_messages_by_family:
+        return [(f"{where}.native_messages", "needs an api_base that serves /v1/messages")]
+    return []
 
 
 def _fallback_cycle(cfg: GatewayConfig) -> list[str] | None:

@@ -30,11 +30,14 @@ class Price:
     cached_input_pico_per_token: int | None = None
     cache_write_pico_per_token: int | None = None
     reasoning_pico_per_token: int | None = None
+    # Anthropic's 1-hour cache writes (None: the same as other cache writes)
+    cache_write_1h_pico_per_token: int | None = None
 
     @property
     def worst_input(self) -> int:
         """The dearest rate an input token can have (a cache write can cost more than input)."""
-        return max(self.input_pico_per_token, self.cache_write_pico_per_token or 0)
+        return max(self.input_pico_per_token, self.cache_write_pico_per_token or 0,
+                   self.cache_write_1h_pico_per_token or 0)
 
     @property
     def worst_output(self) -> int:
@@ -84,7 +87,8 @@ def usage_cost_nanos(usage: Mapping[str, Any], price: Price) -> int:
 
     `prompt_tokens` includes cached and cache-written tokens
     (`prompt_tokens_details.cached_tokens`, `.cache_creation_tokens` or Anthropic's
-    `cache_creation_input_tokens`); `completion_tokens` includes
+    `cache_creation_input_tokens`, of which `cache_creation.ephemeral_1h_input_tokens` were
+    written for an hour, at their own rate); `completion_tokens` includes
     `completion_tokens_details.reasoning_tokens`. Each part is clamped to its total, so a
     provider's odd numbers can never make a cost negative.
     """
@@ -98,10 +102,14 @@ def usage_cost_nanos(usage: Mapping[str, Any], price: Price) -> int:
     written = min(_int(pdet.get("cache_creation_tokens")
                        or usage.get("cache_creation_input_tokens")), prompt - cached)
     reasoning = min(_int(cdet.get("reasoning_tokens")), completion)
+    split = usage.get("cache_creation")
+    hour = min(_int(split.get("ephemeral_1h_input_tokens")), written) \
+        if isinstance(split, Mapping) else 0
     p = price
+    write = _or(p.cache_write_pico_per_token, p.input_pico_per_token)
     pico = ((prompt - cached - written) * p.input_pico_per_token
             + cached * _or(p.cached_input_pico_per_token, p.input_pico_per_token)
-            + written * _or(p.cache_write_pico_per_token, p.input_pico_per_token)
+            + (written - hour) * write + hour * _or(p.cache_write_1h_pico_per_token, write)
             + (completion - reasoning) * p.output_pico_per_token
             + reasoning * _or(p.reasoning_pico_per_token, p.output_pico_per_token))
     return (pico + 500) // 1000
@@ -139,7 +147,9 @@ def _price_from_entry(entry: Mapping[str, Any] | None) -> Price | None:
                  cache_write_pico_per_token=_per_token(
                      entry.get("cache_creation_input_token_cost")),
                  reasoning_pico_per_token=_per_token(
-                     entry.get("output_cost_per_reasoning_token")))
+                     entry.get("output_cost_per_reasoning_token")),
+                 cache_write_1h_pico_per_token=_per_token(
+                     entry.get("cache_creation_input_token_cost_above_1hr")))
 
 
 def _max_output(entry: Mapping[str, Any] | None) -> int | None:

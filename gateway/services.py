@@ -15,6 +15,7 @@ from gateway.policies.store import PolicyRegistry
 from gateway.routing.router import Router
 from gateway.settings import Settings
 from gateway.storage.keys import KeyStore, TeamStore
+from gateway.storage.responses import ResponseStore
 from gateway.telemetry.metrics import Metrics
 from gateway.telemetry.tracing import Tracing
 from gateway.templates.registry import TemplateRegistry
@@ -41,3 +42,6 @@ class Services:
     tracing: Tracing | None = None
     pii_hash_key: bytes = b""
     rooms: RoomMemory = field(default_factory=RoomMemory)  # x-ratelimit-* without a decision
+    responses: ResponseStore | None = None  # stored /v1/responses
+    # /v1 routes with a chain of their own, by path (`/v1/messages/count_tokens`)
+    v1_own_chains: dict[str, Handler] = field(default_factory=dict)

@@ -48,6 +48,12 @@ def test_shipped_config_is_valid() -> None:
     ("models: [{name: a, deployments: [{model: demo/x}], fallbacks: [b]},"
      " {name: b, deployments: [{model: demo/y}], fallbacks: [a]}]",
      "fallback cycle: a -> b -> a"),
+    ("models: [{name: a, deployments: [{model: demo/x, native_messages: true}]}]",
+     "models[0].deployments[0].native_messages: the demo provider speaks OpenAI Chat"),
+    ("models: [{name: a, deployments: [{model: openai/x, native_messages: true}]}]",
+     "models[0].deployments[0].native_messages: needs an api_base that serves /v1/messages"),
+    ("models: [{name: a, deployments: [{model: anthropic/x, anthropic_beta_allowlist: b}]}]",
+     "models[0].deployments[0].anthropic_beta_allowlist: "),
     ("models: [\n  - name: a\n  bad indent", "not valid YAML"),
     ("- just\n- a list", "(top level): must be a mapping"),
 ])

@@ -7,7 +7,8 @@ in column order (times with microseconds, JSON sorted by key), plus the SHA-256 
 and response bodies; `hash` is SHA-256 over it, or HMAC-SHA-256 when an audit HMAC key is set.
 The same encoding is computed again from what the database returns when verifying.
 
-Columns added after the chain began (`LATE_COLUMNS`: the admin-change columns) are hashed only
+Columns added after the chain began (`LATE_COLUMNS`: the admin-change columns and
+`session_id`) are hashed only
 when set: a trailing JSON object of the set ones, after the body digests. A row without them
 encodes exactly as before they existed, so chains written by older versions still verify, and
 a row with them has them covered (changing or clearing one breaks its hash).
@@ -32,7 +33,7 @@ from gateway.timeutil import utcnow
 GENESIS = "0" * 64
 # Columns added after the chain began: in the encoding only when set (see the docstring).
 LATE_COLUMNS: tuple[str, ...] = ("action", "actor_key_id", "target_type", "target_id",
-                                 "target_name", "before", "after")
+                                 "target_name", "before", "after", "session_id")
 # Columns covered by `hash` (everything but the hash itself), in table order.
 HASHED_COLUMNS: tuple[str, ...] = tuple(str(c.name) for c in audit_events.columns
                                         if c.name != "hash" and c.name not in LATE_COLUMNS)

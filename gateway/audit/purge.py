@@ -13,7 +13,7 @@ before and after, whose response body sums up what was removed.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -40,9 +40,11 @@ async def count_expired(engine: AsyncEngine, cutoff: datetime) -> int:
 
 async def purge(engine: AsyncEngine, hasher: Hasher, cutoff: datetime, *,
                 batch_size: int = 5000, record: bool = True,
-                progress: Callable[[int], None] | None = None) -> dict[str, Any]:
-    """Delete expired events; returns {"cutoff", "deleted", "chains": {replica: n}}
-    (`progress(deleted so far)` after each chain)."""
+                progress: Callable[[int], None] | None = None,
+                also: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Delete expired events; returns {"cutoff", "deleted", "chains": {replica: n}} and
+    `also` (what the same job removed elsewhere, recorded with it); `progress(deleted so
+    far)` after each chain."""
     e = audit_events
     before = await log_stats(engine) if record else None
     async with engine.connect() as conn:
@@ -61,7 +63,7 @@ async def purge(engine: AsyncEngine, hasher: Hasher, cutoff: datetime, *,
         if n:
             chains[""] = n
             deleted += n
-    summary = {"cutoff": iso(cutoff), "deleted": deleted, "chains": chains}
+    summary = {"cutoff": iso(cutoff), "deleted": deleted, "chains": chains, **(also or {})}
     if record:
         await _record(engine, hasher, summary, before)
     return summary

@@ -41,7 +41,7 @@ EXPORT_PAGE = 500  # rows per read: memory stays flat even with large bodies
 
 TEXT_FILTERS = ("key_id", "team", "user", "model_requested", "model_served", "deployment",
                 "template_name", "error_code", "request_id", "action", "actor_key_id",
-                "target_type", "target_id")
+                "target_type", "target_id", "session_id")
 FILTERS = (*TEXT_FILTERS, "status_code", "stream", "pii_kind", "since", "until")
 PAGING = ("limit", "cursor")
 
@@ -53,7 +53,7 @@ EVENT_FIELDS = ("id", "request_id", "received_at", "first_byte_at", "completed_a
                 "status_code", "error_code", "pii", "stream", "cancelled", "partial",
                 "usage_source", "cost_estimated", "request_body", "response_body",
                 "prev_hash", "hash", "action", "actor_key_id", "target_type", "target_id",
-                "target_name", "before", "after")
+                "target_name", "before", "after", "session_id")
 _TIMES = ("received_at", "first_byte_at", "completed_at")
 _ROW_COLUMNS = (*(c for c in EVENT_FIELDS
                   if c not in ("cost_usd", "request_body", "response_body")), "cost_nanos")

@@ -3,7 +3,9 @@
 Filters are the API's, as options (`--key-id`, `--team`, `--status-code`, `--since`, …) and
 checked the same way. `verify` prints `{"ok", "events_checked", "first_bad_id"}` (and one line
 per chain on stderr) and exits 1 when a chain is broken. `purge` deletes events older than
-`audit.retention_days` (or `--days` / `--before`) in bounded batches and records the purge.
+`audit.retention_days` (or `--days` / `--before`) in bounded batches and records the purge;
+the same job deletes stored `/v1/responses` past `responses.retention_days`
+(`responses_deleted`).
 """
 
 from __future__ import annotations
@@ -133,17 +135,25 @@ def cmd_purge(args: argparse.Namespace, settings: Settings) -> int:
                 print_problems(exc)
                 return 1
         cutoff = utcnow() - timedelta(days=days)
+    from gateway.storage import responses as stored_responses
+
     if args.dry_run:
         n = _run(settings, lambda engine: count_expired(engine, cutoff))
-        print(orjson.dumps({"cutoff": iso(cutoff), "expired": n, "dry_run": True}).decode())
+        expired = _run(settings, stored_responses.count_expired)
+        print(orjson.dumps({"cutoff": iso(cutoff), "expired": n, "dry_run": True,
+                            "responses_expired": expired}).decode())
         return 0
+    # Stored /v1/responses past `responses.retention_days` (each row carries its expiry).
+    gone = _run(settings, lambda engine: stored_responses.purge_expired(
+        engine, batch_size=args.batch_size))
     from gateway.commands.progress import Progress
 
     hasher = hasher_from_settings(settings)
     progress = Progress("deleted")
     summary = _run(settings, lambda engine: purge(engine, hasher, cutoff,
                                                   batch_size=args.batch_size,
-                                                  progress=progress.update))
+                                                  progress=progress.update,
+                                                  also={"responses_deleted": gone}))
     progress.done()
     print(orjson.dumps(summary).decode())
     return 0
@@ -217,7 +227,8 @@ def register(sub: Any) -> None:
                      "example:\n  gateway audit verify && echo intact\n\n"
                      "exit codes: 0 intact, 1 broken, 3 database not usable")
     verify.set_defaults(func=cmd_verify)
-    purge = _parser(audit, "purge", "delete events past retention, in bounded batches",
+    purge = _parser(audit, "purge", "delete events (and stored /v1/responses) past retention, "
+                    "in bounded batches",
                     "example:\n  gateway audit purge --dry-run\n"
                     "  gateway audit purge --days 90\n"
                     "  gateway audit purge --before 2026-01-01T00:00:00Z")

@@ -16,10 +16,13 @@ def print_problems(exc: ConfigError) -> None:
 def load_all(settings: Settings) -> LoadedConfig:
     """`gateway.yaml` (GATEWAY_CONFIG), its policies and prompt files; exit 1 on problems."""
     from gateway.policies.store import policies_for
+    from gateway.routing.deployments import native_problems
     from gateway.templates.files import prompt_files_for
 
     try:
         config = load_config(settings.config)
+        if native_problems(config):
+            raise ConfigError(native_problems(config))
         policies_for(config)
         prompt_files_for(config)
         return config

@@ -123,3 +123,8 @@ class RequestContext:
     answer: Any = None
     conceal: Callable[[Any], Any] | None = None  # PII restore: originals -> placeholders
     stored: Any = None  # the audit stage's redacted view of the bodies (made once)
+    # Per-request state of a protocol that keeps some (Responses: the response id, the chain).
+    protocol_state: Any = None
+    # Routing may try only this deployment of the model (a chain whose state an upstream
+    # holds), with no fallbacks.
+    pinned_deployment: str | None = None

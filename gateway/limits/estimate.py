@@ -29,8 +29,9 @@ async def prompt_tokens(endpoint: str, body: Mapping[str, Any], model: str) -> i
 
 
 def requested_output(body: Mapping[str, Any]) -> tuple[str | None, int | None]:
-    """The output cap the request sets itself: (`max_completion_tokens` | `max_tokens`, N)."""
-    for field in ("max_completion_tokens", "max_tokens"):
+    """The output cap the request sets itself: (`max_completion_tokens` | `max_tokens` |
+    `max_output_tokens` (Responses), N)."""
+    for field in ("max_completion_tokens", "max_tokens", "max_output_tokens"):
         value = body.get(field)
         if isinstance(value, int) and not isinstance(value, bool):
             return field, value

@@ -27,9 +27,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.pii import urls
+from gateway.pii import messages_fields, urls
 
-ENDPOINTS = ("chat", "completions", "embeddings")
+ENDPOINTS = ("chat", "completions", "embeddings", "responses", "messages", "messages:stored")
 
 NOT_TEXT = (
     "model", "messages[].role", "messages[].tool_call_id",
@@ -56,6 +56,30 @@ RESPONSE_NOT_TEXT = (
 RESPONSE_BINARY = ("choices[].message.audio.data",)
 RESPONSE_URLS = ("choices[].message.annotations[].url_citation.url",)
 
+# /v1/responses: input items and tools (flat), the answer's output items, and the request
+# fields a response object echoes. One schema serves every endpoint: these paths do not
+# occur in the others' bodies (embeddings' `input` holds strings or token arrays only).
+RESPONSES_NOT_TEXT = (
+    "input[].type", "input[].role", "input[].id", "input[].status", "input[].call_id",
+    "input[].name", "input[].content[].type", "input[].content[].detail",
+    "input[].content[].file_id", "input[].output[].type", "input[].summary[].type",
+    "tools[].name", "text.format.type", "text.format.name", "text.verbosity", "reasoning",
+    "previous_response_id", "include", "truncation",
+)
+RESPONSES_BINARY = ("input[].encrypted_content",)
+RESPONSES_URLS = ("input[].content[].image_url", "input[].content[].file_data",
+                  "input[].content[].file_url")
+RESPONSES_RESPONSE_NOT_TEXT = (
+    "status", "incomplete_details", "error.code", "output[].type", "output[].id",
+    "output[].status", "output[].role", "output[].call_id", "output[].name",
+    "output[].content[].type", "output[].content[].annotations[].type",
+    "output[].summary[].type", "tool_choice", "tools[].type", "tools[].name",
+    "text.format.type", "text.format.name", "text.verbosity", "reasoning", "truncation",
+    "previous_response_id",
+)
+RESPONSES_RESPONSE_BINARY = ("output[].encrypted_content",)
+RESPONSES_RESPONSE_URLS = ("output[].content[].annotations[].url",)
+
 _SKIP = "skip"
 _URL = "url"
 Schema = dict[str, Any]
@@ -73,9 +97,23 @@ def _schema(marked: Iterable[tuple[str, Iterable[str]]]) -> Schema:
     return root
 
 
-REQUEST_SCHEMA = _schema(((_SKIP, NOT_TEXT), (_SKIP, BINARY), (_URL, URLS)))
+REQUEST_SCHEMA = _schema(((_SKIP, NOT_TEXT), (_SKIP, BINARY), (_URL, URLS),
+                         (_SKIP, RESPONSES_NOT_TEXT), (_SKIP, RESPONSES_BINARY),
+                         (_URL, RESPONSES_URLS)))
 RESPONSE_SCHEMA = _schema(((_SKIP, RESPONSE_NOT_TEXT), (_SKIP, RESPONSE_BINARY),
-                          (_URL, RESPONSE_URLS)))
+                          (_URL, RESPONSE_URLS), (_SKIP, RESPONSES_RESPONSE_NOT_TEXT),
+                          (_SKIP, RESPONSES_RESPONSE_BINARY), (_URL, RESPONSES_RESPONSE_URLS)))
+# Anthropic Messages (`messages_fields.py`): signed thinking is never rewritten by a policy;
+# "messages:stored" is the stored view (audit bodies, traces), which scans it too.
+_M = messages_fields
+SCHEMAS: dict[str, tuple[Schema, Schema]] = {
+    "messages": (_schema(((_SKIP, _M.NOT_TEXT + _M.SIGNED), (_SKIP, _M.BINARY),
+                          (_URL, _M.URLS))),
+                 _schema(((_SKIP, _M.RESPONSE_NOT_TEXT + _M.RESPONSE_SIGNED),))),
+    "messages:stored": (_schema(((_SKIP, _M.NOT_TEXT), (_SKIP, _M.BINARY), (_URL, _M.URLS))),
+                        _schema(((_SKIP, _M.RESPONSE_NOT_TEXT),))),
+}
+STORED = {"messages": "messages:stored"}  # endpoint -> the schema of its stored view
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,7 +236,7 @@ def walk_texts(body: dict[str, Any], endpoint: str) -> Iterator[TextField]:
     """Every text field of a request body for `endpoint` (chat, completions, embeddings)."""
     _check(endpoint)
     out: list[TextField] = []
-    _walk(body, REQUEST_SCHEMA, "", out)
+    _walk(body, SCHEMAS[endpoint][0] if endpoint in SCHEMAS else REQUEST_SCHEMA, "", out)
     return iter(out)
 
 
@@ -207,7 +245,7 @@ def walk_response_texts(resp: dict[str, Any], endpoint: str) -> Iterator[TextFie
     arguments, completions text, log-prob tokens, ...)."""
     _check(endpoint)
     out: list[TextField] = []
-    _walk(resp, RESPONSE_SCHEMA, "", out)
+    _walk(resp, SCHEMAS[endpoint][1] if endpoint in SCHEMAS else RESPONSE_SCHEMA, "", out)
     return iter(out)
 
 

@@ -17,6 +17,7 @@ from gateway.pii.actions import Redactor
 from gateway.pii.body_scan import scan_texts
 from gateway.pii.detectors import BUILTIN_KINDS
 from gateway.pii.fields import (
+    STORED,
     TextField,
     replaced,
     token_array_field,
@@ -34,6 +35,7 @@ def _token_count(value: Any) -> int:
 def _fields(value: Any, endpoint: str, request: bool) -> list[TextField]:
     if not isinstance(value, dict) or not value:
         return []
+    endpoint = STORED.get(endpoint, endpoint)
     return list(walk_texts(value, endpoint) if request else walk_response_texts(value, endpoint))
 
 

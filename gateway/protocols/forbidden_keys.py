@@ -18,7 +18,7 @@ A name is cut into words whatever its spelling (`api_base`, `apiBase`, `API-BASE
 Every OpenAI request parameter passes (`prompt_cache_key`, `safety_identifier`, `service_tier`,
 `store`, `metadata`, `user`, …), and so do the usual extras of OpenAI-compatible servers
 (`top_k`, `min_p`, `stop_token_ids`, `guided_json`, `chat_template_kwargs`, OpenRouter's
-`provider`). `tests/test_security_requests.py` holds the table of both sides.
+`provider`). `tests/api/test_security_requests.py` holds the table of both sides.
 """
 
 from __future__ import annotations

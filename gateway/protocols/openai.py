@@ -18,6 +18,8 @@ from gateway.config import ServerConfig
 from gateway.core.request import RequestContext, Usage
 from gateway.errors import GatewayError
 from gateway.protocols import validate
+from gateway.protocols.anthropic import MESSAGES
+from gateway.protocols.responses import RESPONSES
 
 SSE_HEADERS = {"content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache",
                "x-accel-buffering": "no"}
@@ -141,4 +143,5 @@ COMPLETIONS = OpenAIProtocol("completions", "/v1/completions", prompt_field="pro
 EMBEDDINGS = OpenAIProtocol("embeddings", "/v1/embeddings", prompt_field="input",
                             can_stream=False, templates=False,
                             validator=validate.validate_embeddings)
-PROTOCOLS = {p.name: p for p in (CHAT, COMPLETIONS, EMBEDDINGS)}
+PROTOCOLS: dict[str, Any] = {p.name: p for p in (CHAT, COMPLETIONS, EMBEDDINGS, MESSAGES)}
+PROTOCOLS[RESPONSES.name] = RESPONSES  # /v1/responses (protocols/responses.py)

@@ -27,6 +27,8 @@ class Target:
     # Client protocols this deployment serves as they are, beyond OpenAI's own three
     # (e.g. "responses", "messages"); any other is translated (`providers/bridge.py`).
     native: frozenset[str] = frozenset()
+    # Messages passthrough: the `anthropic-beta` flags it may get (None: all, unchanged).
+    anthropic_betas: frozenset[str] | None = None
 
 
 class ProviderError(Exception):

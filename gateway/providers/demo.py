@@ -49,17 +49,34 @@ def _reply_text(body: dict[str, Any], prompt: str) -> str:
 
 
 def _tool_call(body: dict[str, Any]) -> dict[str, Any] | None:
+    """A forced tool, or on `auto` the first tool when the user has just asked something (a
+    model that decides to use its tool; once the tool's result is in, it answers in text)."""
     tools = body.get("tools")
     choice = body.get("tool_choice")
-    if not tools or choice in (None, "none", "auto"):
+    messages = body.get("messages") or [{}]
+    asked = isinstance(messages[-1], dict) and messages[-1].get("role") == "user"
+    if not tools or choice == "none" or (choice in (None, "auto") and not asked):
         return None
     name = None
     if isinstance(choice, dict):
         name = (choice.get("function") or {}).get("name")
-    if name is None:
-        name = ((tools[0] or {}).get("function") or {}).get("name", "tool")
+    tool = next((t.get("function") or {} for t in tools if isinstance(t, dict)
+                 and (name is None or (t.get("function") or {}).get("name") == name)), {})
+    name = name or tool.get("name", "tool")
     return {"id": "call_demo_0", "type": "function",
-            "function": {"name": name, "arguments": "{}"}}
+            "function": {"name": name, "arguments": _arguments(tool.get("parameters"))}}
+
+
+def _arguments(schema: Any) -> str:
+    """Arguments its schema accepts: a stand-in value for each required property."""
+    if not isinstance(schema, dict):
+        return "{}"
+    props = schema.get("properties")
+    props = props if isinstance(props, dict) else {}
+    stand_in = {"string": "demo", "integer": 1, "number": 1, "boolean": True, "array": [],
+                "object": {}}
+    return orjson.dumps({k: stand_in.get(str((props.get(k) or {}).get("type")), "demo")
+                         for k in schema.get("required") or () if isinstance(k, str)}).decode()
 
 
 def _prompts(prompt: Any) -> list[Any]:

@@ -16,7 +16,9 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from gateway.core.iterators import aclose_quietly
+from gateway.protocols.anthropic import UPSTREAM_HEADERS
 from gateway.providers import litellm_params
+from gateway.providers.anthropic_native import beta_header, events_from_sse
 from gateway.providers.base import Endpoint, ProviderError, Target
 from gateway.providers.retry_after import retry_after_s
 from gateway.providers.summary import upstream_failure
@@ -124,8 +126,35 @@ class LiteLLMProvider:
         kwargs["num_retries"] = 0  # the router retries, across deployments
         return kwargs
 
+    async def _messages(self, body: dict[str, Any], target: Target, *, stream: bool) -> Any:
+        """Anthropic Messages as they came, to Claude on Bedrock or Vertex AI (litellm signs
+        the request); only the listed fields, the client's `anthropic-beta` as a header."""
+        await self._lib()
+        from litellm.anthropic_interface import messages as anthropic_messages
+
+        kwargs: dict[str, Any] = {k: v for k, v in body.items()
+                                  if k in litellm_params.MESSAGES}
+        kwargs.update(model=target.litellm_model, timeout=_timeout(target), stream=stream)
+        if target.api_base:
+            kwargs["api_base"] = target.api_base
+        if target.api_key:
+            kwargs["api_key"] = target.api_key
+        sent = body.get(UPSTREAM_HEADERS) or {}
+        beta = sent.get("anthropic-beta")
+        if beta:
+            beta = beta_header(beta, target.anthropic_betas)
+        if beta:
+            kwargs["extra_headers"] = {"anthropic-beta": beta}
+        return await anthropic_messages.acreate(**kwargs)
+
     async def call(self, endpoint: Endpoint, body: dict[str, Any], target: Target
                    ) -> dict[str, Any]:
+        if endpoint == "messages":
+            try:
+                async with asyncio.timeout(target.timeout_s):
+                    return _as_dict(await self._messages(body, target, stream=False))
+            except Exception as exc:
+                raise self._error(exc) from None
         lib = await self._lib()
         kwargs = self._kwargs(endpoint, body, target)
         try:
@@ -151,10 +180,15 @@ class LiteLLMProvider:
         if endpoint == "embeddings":
             raise ProviderError("embeddings cannot stream", status=400)
         lib = await self._lib()
-        kwargs = self._kwargs(endpoint, body, target)
-        kwargs["stream"] = True
-        kwargs["stream_options"] = {"include_usage": True}
-        call = lib.acompletion if endpoint == "chat" else lib.atext_completion
+        if endpoint == "messages":
+            async def call(**_: Any) -> Any:
+                return events_from_sse(await self._messages(body, target, stream=True))
+            kwargs: dict[str, Any] = {}
+        else:
+            kwargs = self._kwargs(endpoint, body, target)
+            kwargs["stream"] = True
+            kwargs["stream_options"] = {"include_usage": True}
+            call = lib.acompletion if endpoint == "chat" else lib.atext_completion
         response: Any = None
         try:
             try:
@@ -168,6 +202,8 @@ class LiteLLMProvider:
                 raise ProviderError(f"upstream sent no first chunk within "
                                     f"{target.first_token_timeout_s:g} s",
                                     kind="timeout") from None
+            except ProviderError:
+                raise
             except Exception as exc:
                 raise self._error(exc) from None
             yield _as_dict(first)
@@ -180,6 +216,8 @@ class LiteLLMProvider:
                 except TimeoutError:
                     raise ProviderError(f"upstream stalled for {target.idle_timeout_s:g} s",
                                         kind="timeout") from None
+                except ProviderError:
+                    raise
                 except Exception as exc:
                     raise self._error(exc) from None
                 yield _as_dict(chunk)

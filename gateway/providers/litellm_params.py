@@ -41,8 +41,25 @@ COMPLETIONS = frozenset({
 
 EMBEDDINGS = frozenset({"input", "dimensions", "encoding_format", "user"})
 
+# /v1/responses on a litellm route is translated to a Chat body first (`protocols/
+# responses_translate.py`), which then passes `CHAT`: these are the Responses fields the
+# translation reads or knowingly drops.
+RESPONSES = frozenset({
+    "input", "instructions", "tools", "tool_choice", "parallel_tool_calls",
+    "max_output_tokens", "max_tool_calls", "temperature", "top_p", "top_logprobs", "text",
+    "reasoning", "user", "safety_identifier", "prompt_cache_key", "service_tier", "store",
+    "metadata", "include", "truncation", "previous_response_id", "background",
+}) | _EXTRAS
+# Anthropic Messages fields litellm's `anthropic_messages` may get (Bedrock, Vertex AI).
+MESSAGES = frozenset({
+    "messages", "max_tokens", "system", "metadata", "stop_sequences", "temperature", "top_p",
+    "top_k", "thinking", "tools", "tool_choice", "service_tier", "context_management",
+    "output_format", "output_config",
+})
+
 ALLOWED: Mapping[Endpoint, frozenset[str]] = {
-    "chat": CHAT, "completions": COMPLETIONS, "embeddings": EMBEDDINGS}
+    "chat": CHAT, "completions": COMPLETIONS, "embeddings": EMBEDDINGS,
+    "responses": RESPONSES}
 # Set by the gateway itself on every call, whatever the client sent.
 GATEWAY_SET = frozenset({"model", "stream", "stream_options"})
 

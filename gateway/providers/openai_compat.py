@@ -44,7 +44,10 @@ DIRECT_PROVIDERS: dict[str, str | None] = {
 }
 
 _PATHS = {"chat": "/chat/completions", "completions": "/completions",
-          "embeddings": "/embeddings"}
+          "embeddings": "/embeddings", "responses": "/responses"}
+# A Responses stream ends with one of these (there is no `data: [DONE]`).
+_RESPONSES_TERMINAL = frozenset({"response.completed", "response.incomplete",
+                                 "response.failed"})
 _ERROR_BODY_LIMIT = 64 * 1024
 
 
@@ -122,9 +125,11 @@ class OpenAICompatProvider:
         (connecting and the response headers included), each next one within `idle_timeout_s`.
         Closing the iterator (or cancelling the task reading it) closes the upstream connection.
         """
-        url, data, headers = self._request(endpoint, {**body, "stream": True,
-                                                      "stream_options": {"include_usage": True}},
-                                           target)
+        # Chat and completions report usage only when asked; Responses always does, in
+        # its terminal event, and knows no `include_usage`.
+        extra = {"stream": True} if endpoint == "responses" else \
+            {"stream": True, "stream_options": {"include_usage": True}}
+        url, data, headers = self._request(endpoint, {**body, **extra}, target)
         loop = asyncio.get_running_loop()
         first_deadline = loop.time() + target.first_token_timeout_s
         try:
@@ -155,8 +160,9 @@ class OpenAICompatProvider:
                             if first else f"stalled for {target.idle_timeout_s:g} s")
                     raise ProviderError(f"upstream {what}", kind="timeout") from None
                 if not line:
-                    raise ProviderError("upstream closed the stream before [DONE]",
-                                        kind="protocol")
+                    raise ProviderError("upstream closed the stream before [DONE]"
+                                        if endpoint != "responses" else "upstream closed the "
+                                        "stream before its terminal event", kind="protocol")
                 if not line.startswith(b"data:"):
                     continue
                 payload = line[5:].strip()
@@ -167,6 +173,17 @@ class OpenAICompatProvider:
                 except orjson.JSONDecodeError:
                     raise ProviderError("upstream sent a chunk that is not JSON",
                                         kind="protocol") from None
+                if endpoint == "responses" and isinstance(chunk, dict):
+                    kind = chunk.get("type")
+                    if kind == "error":
+                        raise ProviderError(upstream_failure(
+                            None, code=chunk.get("code"), type_="error") + " mid-stream",
+                            kind="protocol")
+                    first = False
+                    yield chunk
+                    if kind in _RESPONSES_TERMINAL:
+                        return
+                    continue
                 if isinstance(chunk, dict) and "error" in chunk and "choices" not in chunk:
                     err = chunk["error"] if isinstance(chunk["error"], dict) else {}
                     raise ProviderError(upstream_failure(None, code=err.get("code"),

@@ -7,8 +7,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.config import LoadedConfig
+from gateway.config import Deployment, LoadedConfig
 from gateway.providers.base import Target
+from gateway.providers.openai_compat import DIRECT_PROVIDERS
 from gateway.routing.capacity import Capacity
 from gateway.routing.health import Breaker
 
@@ -118,11 +119,37 @@ def build_slots(config: LoadedConfig) -> dict[str, list[DeploymentSlot]]:
                 api_base=config.api_base(i, j), api_key=config.api_key(i, j),
                 timeout_s=dep.timeout_s, connect_timeout_s=dep.connect_timeout_s,
                 first_token_timeout_s=min(dep.first_token_timeout_s, dep.timeout_s),
-                idle_timeout_s=dep.idle_timeout_s)
+                idle_timeout_s=dep.idle_timeout_s, native=native_protocols(dep),
+                anthropic_betas=None if dep.anthropic_beta_allowlist is None
+                else frozenset(dep.anthropic_beta_allowlist))
             slots.append(DeploymentSlot(target=target, weight=dep.weight, index=j,
                                         capacity=Capacity(dep.rpm, dep.tpm),
                                         pause_id=upstream_id(target)))
         out[model.name] = slots
+    return out
+
+
+def native_protocols(dep: Deployment) -> frozenset[str]:
+    """The client protocols beyond OpenAI's three that this deployment speaks itself."""
+    native = set()
+    if dep.native_responses:
+        native.add("responses")
+    if dep.speaks_messages:
+        native.add("messages")
+    return frozenset(native)
+
+
+def native_problems(config: LoadedConfig) -> list[str]:
+    """`FILE: key.path: reason` for native protocols on deployments that cannot serve them:
+    `native_responses` is forwarded by the gateway's own OpenAI-compatible client, so it
+    needs an OpenAI-compatible provider (litellm and the demo model are translated)."""
+    out = []
+    for i, model in enumerate(config.raw.models):
+        for j, dep in enumerate(model.deployments):
+            if dep.native_responses and dep.provider not in DIRECT_PROVIDERS:
+                out.append(f"{config.source}: models[{i}].deployments[{j}].native_responses: "
+                           f"needs an OpenAI-compatible provider ({dep.provider!r} is served "
+                           "by translation)")
     return out
 
 

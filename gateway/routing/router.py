@@ -156,17 +156,18 @@ class Router:
     # ------------------------------------------------------------------ the two entry points
 
     async def call(self, model: str, endpoint: Endpoint, body: dict[str, Any],
-                   attempts: Attempts) -> dict[str, Any]:
+                   attempts: Attempts, *, pin: str | None = None) -> dict[str, Any]:
+        """`pin`: try only the deployment with this label, with no fallbacks."""
         def once(slot: DeploymentSlot) -> Awaitable[dict[str, Any]]:
             return self.provider_for(slot.target).call(endpoint, body, slot.target)
 
-        result, slot = await self._route(model, attempts, once, stream=False)
+        result, slot = await self._route(model, attempts, once, stream=False, pin=pin)
         if slot.capacity.tokens is not None:
             _note_usage(slot, result.get("usage"))
         return result
 
     async def open_stream(self, model: str, endpoint: Endpoint, body: dict[str, Any],
-                          attempts: Attempts
+                          attempts: Attempts, *, pin: str | None = None
                           ) -> tuple[dict[str, Any], AsyncIterator[dict[str, Any]], DeploymentSlot]:
         """Retry until a deployment yields its first chunk; nothing has reached the client yet.
 
@@ -185,7 +186,8 @@ class Router:
                 raise
             return first, iterator
 
-        (first, iterator), slot = await self._route(model, attempts, once, stream=True)
+        (first, iterator), slot = await self._route(model, attempts, once, stream=True,
+                                                    pin=pin)
         return first, self._watch(slot, iterator), slot
 
     def stream_finished(self, slot: DeploymentSlot, ok: bool) -> None:
@@ -203,11 +205,11 @@ class Router:
     # ------------------------------------------------------------------ routing
 
     async def _route(self, model: str, attempts: Attempts,
-                     once: Callable[[DeploymentSlot], Awaitable[T]], *, stream: bool
-                     ) -> tuple[T, DeploymentSlot]:
+                     once: Callable[[DeploymentSlot], Awaitable[T]], *, stream: bool,
+                     pin: str | None = None) -> tuple[T, DeploymentSlot]:
         rc = self.router_config
         deadline = monotonic() + rc.total_timeout_s
-        chain = [model, *self.fallbacks.get(model, ())]
+        chain = [model] if pin is not None else [model, *self.fallbacks.get(model, ())]
         per_model = 1 + rc.retries
         last: tuple[ProviderError, DeploymentSlot] | None = None
         only_rate_limits = True  # every failed attempt so far was a 429
@@ -226,7 +228,7 @@ class Router:
                         raise self._final(last, blocked, chain, only_rate_limits,
                                           deadline_passed=True)
                     slot, wait = self._choose(name, tried, last_slot, now, deadline - now,
-                                              stream, blocked)
+                                              stream, blocked, pin)
                     if slot is None:
                         break  # nothing (more) to try in this model
                     retry = k > 0
@@ -264,12 +266,12 @@ class Router:
             self.budget.request_ended()
 
     def _choose(self, name: str, tried: dict[int, int], last: DeploymentSlot | None,
-                now: float, remaining: float, stream: bool, blocked: _Blocked
-                ) -> tuple[DeploymentSlot | None, float]:
+                now: float, remaining: float, stream: bool, blocked: _Blocked,
+                pin: str | None = None) -> tuple[DeploymentSlot | None, float]:
         """The next deployment of `name` to try and how long to wait first; None: none left."""
         usable: list[DeploymentSlot] = []
         for s in self.slots[name]:
-            if tried.get(s.index, 0) >= _NEVER_AGAIN:
+            if tried.get(s.index, 0) >= _NEVER_AGAIN or (pin is not None and s.label != pin):
                 continue
             if not s.breaker.usable(now):
                 blocked.note(s.breaker.retry_in(now), "cooling down after failures")
@@ -424,9 +426,15 @@ def _summary(exc: ProviderError, slot: DeploymentSlot) -> str:
     return scrub(exc.message, (slot.target.api_key, slot.target.api_base))
 
 
+_ANTHROPIC_USAGE = ("input_tokens", "output_tokens", "cache_read_input_tokens",
+                    "cache_creation_input_tokens")
+
+
 def _note_usage(slot: DeploymentSlot, usage: Any) -> None:
     if isinstance(usage, dict):
         total = usage.get("total_tokens") or ((usage.get("prompt_tokens") or 0)
-                                              + (usage.get("completion_tokens") or 0))
+                                              + (usage.get("completion_tokens") or 0)) \
+            or sum(v for k in _ANTHROPIC_USAGE  # Messages passthrough
+                   if isinstance(v := usage.get(k), int))
         if isinstance(total, int):
             slot.capacity.note_tokens(total, monotonic())

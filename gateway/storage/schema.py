@@ -7,6 +7,7 @@ see every table.
 
 from __future__ import annotations
 
+import gateway.storage.tables_responses
 import gateway.storage.tables_spend  # noqa: F401
 from gateway.storage import tables_templates  # noqa: F401
 from gateway.storage.tables import metadata

@@ -121,11 +121,15 @@ audit_events = Table(
     Column("target_name", String(256), nullable=True),
     Column("before", JSON, nullable=True),
     Column("after", JSON, nullable=True),
+    # Added after the chain's first rows (migration 0005_session_id): hashed only when set,
+    # so the rows written before it verify as they were (`audit/chain.py`, `LATE_COLUMNS`).
+    Column("session_id", String(128), nullable=True),  # the client's X-Claude-Code-Session-Id
     # One index per audit filter, ending in `id` so "filter, newest first, LIMIT n" is a range
     # scan; the chain index serves verify and purge.
     # Columns that most events leave NULL (no end user, no template, no error, not an admin
-    # change) have partial indexes (`WHERE col IS NOT NULL`, migration 0021): a filter
-    # `col = ?` still uses them, and an event pays only for the indexes of its values.
+    # change, no Claude Code session) have partial indexes (`WHERE col IS NOT NULL`,
+    # migration 0021): a filter `col = ?` still uses them, and an event pays only for the
+    # indexes of its values.
     Index("ix_audit_events_key_id_id", "key_id", "id"),
     Index("ix_audit_events_team_id", "team", "id"),
     _not_null_index("ix_audit_events_user_id", "user"),
@@ -140,6 +144,7 @@ audit_events = Table(
     _not_null_index("ix_audit_events_actor_key_id_id", "actor_key_id"),
     _not_null_index("ix_audit_events_target_type_id", "target_type"),
     _not_null_index("ix_audit_events_target_id_id", "target_id"),
+    _not_null_index("ix_audit_events_session_id_id", "session_id"),
 )
 
 audit_bodies = Table(

@@ -1,7 +1,7 @@
 """OpenTelemetry traces: a server span per `/v1` request, a client span per provider attempt.
 
 Attribute names follow the GenAI semantic conventions; they are constants here, checked
-against `opentelemetry.semconv` by `tests/test_audit_telemetry.py`. Prompt and answer text are
+against `opentelemetry.semconv` by `tests/audit/test_audit_telemetry.py`. Prompt and answer text are
 left out unless `GATEWAY_TRACE_CONTENT=true`, and then redacted for every PII kind, whatever
 the policy lets through (`audit.bodies.stored_view`: what the audit store keeps under
 `redacted`). Spans are exported over OTLP/HTTP when the
@@ -72,7 +72,8 @@ GATEWAY_TEAM = "gateway.team"
 GATEWAY_AUDIT_EVENT_ID = "gateway.audit.event_id"
 
 OPERATIONS: dict[str, str] = {"chat": "chat", "completions": "text_completion",
-                              "embeddings": "embeddings"}
+                              "embeddings": "embeddings", "messages": "chat"}
+OPERATIONS["responses"] = "chat"  # the Responses API: a chat turn (GenAI has no own name)
 # litellm provider prefix -> gen_ai.provider.name (well-known values; others pass through).
 PROVIDER_NAMES: dict[str, str] = {
     "openai": "openai", "anthropic": "anthropic", "azure": "azure.ai.openai",
@@ -225,10 +226,12 @@ def _response_attributes(result: dict[str, Any], reasons: list[str]) -> dict[str
         attrs[GEN_AI_RESPONSE_ID] = result["id"]
     usage = result.get("usage")
     if isinstance(usage, dict):
-        for attr, key in ((GEN_AI_USAGE_INPUT_TOKENS, "prompt_tokens"),
-                          (GEN_AI_USAGE_OUTPUT_TOKENS, "completion_tokens")):
-            if isinstance(usage.get(key), int):
-                attrs[attr] = usage[key]
+        for attr, keys in ((GEN_AI_USAGE_INPUT_TOKENS, ("prompt_tokens", "input_tokens")),
+                           (GEN_AI_USAGE_OUTPUT_TOKENS, ("completion_tokens", "output_tokens"))):
+            for key in keys:  # Chat's names, then the Responses API's
+                if isinstance(usage.get(key), int):
+                    attrs[attr] = usage[key]
+                    break
     for choice in result.get("choices") or ():
         reason = choice.get("finish_reason") if isinstance(choice, dict) else None
         if isinstance(reason, str) and reason not in reasons:

@@ -1,12 +1,12 @@
 """audit: partial indexes for the filter columns most events leave NULL (issue 21)
 
-An event pays for every index it is in. End user, template, error code and the admin-change
-columns are NULL on most events, so their (column, id) indexes become partial (`WHERE column
+An event pays for every index it is in. End user, template, error code, the admin-change
+columns and the Claude Code session are NULL on most events, so their (column, id) indexes become partial (`WHERE column
 IS NOT NULL`): a filter `column = ?` still uses them (equality implies NOT NULL, in SQLite and
-PostgreSQL), and a plain request event skips seven of the table's index inserts.
+PostgreSQL), and a plain request event skips eight of the table's index inserts.
 
 Revision ID: 0021_audit_partial_indexes
-Revises: 0007_admin_changes
+Revises: 0007_admin_changes, 0005_session_id
 Create Date: 2026-12-08
 """
 
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = '0021_audit_partial_indexes'
-down_revision = '0007_admin_changes'
+down_revision = ('0007_admin_changes', '0005_session_id')
 branch_labels = None
 depends_on = None
 
@@ -26,6 +26,7 @@ _COLUMNS = {
     'ix_audit_events_actor_key_id_id': 'actor_key_id',
     'ix_audit_events_target_type_id': 'target_type',
     'ix_audit_events_target_id_id': 'target_id',
+    'ix_audit_events_session_id_id': 'session_id',
 }
 
 

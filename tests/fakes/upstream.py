@@ -1,9 +1,10 @@
 """A real HTTP server that impersonates an LLM provider, for gateway tests and benchmarks.
 
 It speaks enough of the OpenAI protocol (``/v1/chat/completions``, ``/v1/completions``,
-``/v1/embeddings``, ``/v1/models``) and of Anthropic's Messages protocol (``/v1/messages``,
-also reachable as ``/messages``) for SDKs and litellm to talk to it, answers deterministically
-(``"fake: " + <last user text>``), records every request, and can inject faults.
+``/v1/embeddings``, ``/v1/models``, and ``/v1/responses`` in ``tests/fakes/responses_api.py``)
+and of Anthropic's Messages protocol (``/v1/messages``, also reachable as ``/messages``) for
+SDKs and litellm to talk to it, answers deterministically (``"fake: " + <last user text>``),
+records every request, and can inject faults.
 
 Faults (request header ``x-fake-fault``, else the server's default fault), comma-separated:
 
@@ -16,7 +17,22 @@ Faults (request header ``x-fake-fault``, else the server's default fault), comma
 * ``chunk-delay:MS`` -- sleep between SSE events.
 * ``no-usage`` -- streams: ignore ``stream_options.include_usage`` (send no usage chunk), as
   some OpenAI-compatible servers do.
+* ``tool-on-auto`` -- call the first function tool even when ``tool_choice`` is ``auto``
+  (chat and responses), as a model that decides to use it would.
 * ``none`` (or empty) -- no fault; as a header it overrides the server's default fault.
+
+Agent models (a model name containing ``agent``, either protocol) answer like a coding
+agent's model, so a Claude-Code-shaped session can be played through both: a thinking block
+first (Anthropic: only when ``thinking`` is enabled or adaptive, signed with ``sig-`` + a
+digest of its text; OpenAI: always, as ``reasoning_content``), then, when tools are offered
+and the last turn is not a tool result, a call of the first tool with ``{"query": <last user
+text>}``, else the text ``"fake: " + <the tool result's text>``. Usage reports cache reads
+for a ``system`` prompt seen before (Anthropic: ``cache_read_input_tokens``, else
+``cache_creation_input_tokens`` when it carries ``cache_control``; OpenAI:
+``prompt_tokens_details.cached_tokens``). The Anthropic side refuses what the real API
+refuses: a thinking block whose signature does not match its text, ``cache_control`` on a
+thinking block, and ``anthropic-beta`` flags starting with ``unknown-``. It also serves
+``/v1/messages/count_tokens``.
 
 Control endpoints (never faulted, never recorded): ``GET/DELETE /_fake/requests``,
 ``GET/PUT /_fake/fault``.
@@ -51,6 +67,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from tests.fakes.responses_api import FakeResponsesApi
+
 __all__ = ["FakeUpstream", "Fault", "parse_fault"]
 
 FAULT_HEADER = "x-fake-fault"
@@ -84,6 +102,7 @@ class Fault:
     drop_after: int | None = None
     chunk_delay_ms: int = 0
     no_usage: bool = False
+    tools_on_auto: bool = False
 
     @property
     def active(self) -> bool:
@@ -94,6 +113,7 @@ class Fault:
             or self.drop_after is not None
             or self.chunk_delay_ms
             or self.no_usage
+            or self.tools_on_auto
         )
 
 
@@ -141,6 +161,8 @@ def parse_fault(spec: str | None) -> Fault:
             fields["stall"] = True
         elif kind == "no-usage":
             fields["no_usage"] = True
+        elif kind == "tool-on-auto":
+            fields["tools_on_auto"] = True
         elif kind == "drop-after":
             fields["drop_after"] = _nonneg_int(arg, part)
         elif kind == "chunk-delay":
@@ -211,6 +233,23 @@ def _prompt_tokens(messages: list[Any], system: Any = None) -> int:
     return total
 
 
+def _tool_arguments(tools: Any, name: str) -> str:
+    """Arguments for a call of tool `name` that its schema accepts: each required property
+    gets a stand-in value of its type (``"fake"``, 1, true, [], {})."""
+    for tool in tools if isinstance(tools, list) else ():
+        fn = (tool.get("function") or tool) if isinstance(tool, dict) else {}
+        if fn.get("name") != name:
+            continue
+        params = fn.get("parameters") if isinstance(fn.get("parameters"), dict) else {}
+        props = params.get("properties") if isinstance(params.get("properties"), dict) else {}
+        stand_in = {"string": "fake", "integer": 1, "number": 1, "boolean": True,
+                    "array": [], "object": {}}
+        args = {key: stand_in.get(str((props.get(key) or {}).get("type")), "fake")
+                for key in params.get("required") or () if isinstance(key, str)}
+        return _dumps(args).decode()
+    return "{}"
+
+
 def _new_id(prefix: str) -> str:
     return prefix + uuid.uuid4().hex[:24]
 
@@ -234,10 +273,192 @@ class _BadRequest(Exception):
     pass
 
 
+# --------------------------------------------------------------------------- agents
+
+
+def signature(thinking: str) -> str:
+    """The fake's signature of a thinking text (the real one is opaque, and checked)."""
+    return "sig-" + hashlib.sha256(thinking.encode()).hexdigest()[:32]
+
+
+def _agent_turn(messages: list[Any]) -> tuple[str, str]:
+    """("tool", the last tool result's text) or ("user", the last user text)."""
+    last = messages[-1] if messages and isinstance(messages[-1], dict) else {}
+    if last.get("role") == "tool":
+        return "tool", _content_text(last.get("content"))
+    content = last.get("content")
+    if isinstance(content, list):
+        results = [b for b in content if isinstance(b, dict) and b.get("type") == "tool_result"]
+        if results:
+            return "tool", " ".join(_content_text(b.get("content")) for b in results)
+    return "user", _last_user_text(messages)
+
+
+def _agent_plan(messages: list[Any], tools: Any) -> tuple[str, str | None, dict[str, Any]]:
+    """(the thinking text, the tool to call or None, its input / the answer text)."""
+    kind, text = _agent_turn(messages)
+    thinking = f"fake thinking about: {text}"
+    if kind == "user" and isinstance(tools, list) and tools and isinstance(tools[0], dict):
+        first = tools[0]
+        name = (first.get("function") or {}).get("name") or first.get("name") or "tool"
+        return thinking, str(name), {"query": text}
+    return thinking, None, {"text": f"fake: {text}"}
+
+
+class _AgentMixin:
+    """The agent models' answers (see the module docstring)."""
+
+    _seen_prompts: set[str]
+
+    def _cache_split(self, system: Any, cacheable: bool) -> tuple[int, int]:
+        """(tokens read from cache, tokens written to it) for a system prompt."""
+        text = _content_text(system)
+        if not text:
+            return 0, 0
+        tokens = _words(text) + 1
+        if text in self._seen_prompts:
+            return tokens, 0
+        self._seen_prompts.add(text)
+        return 0, tokens if cacheable else 0
+
+    @staticmethod
+    def _check_thinking(messages: list[Any], headers: dict[str, str]) -> None:
+        for msg in messages:
+            content = msg.get("content") if isinstance(msg, dict) else None
+            for block in content if isinstance(content, list) else ():
+                if not isinstance(block, dict) or block.get("type") != "thinking":
+                    continue
+                if "cache_control" in block:
+                    raise _BadRequest("thinking.cache_control: Extra inputs are not permitted")
+                if block.get("signature") != signature(str(block.get("thinking"))):
+                    raise _BadRequest("Invalid `signature` in `thinking` block")
+        betas = [b.strip() for b in headers.get("anthropic-beta", "").split(",") if b.strip()]
+        unknown = [b for b in betas if b.startswith("unknown-")]
+        if unknown:
+            raise _BadRequest(f"Unexpected value(s) `{','.join(unknown)}` for the "
+                              "`anthropic-beta` header")
+
+    async def _agent_messages(self, request: web.Request, body: dict[str, Any], fault: Fault):
+        messages = body["messages"]
+        self._check_thinking(messages, {k.lower(): v for k, v in request.headers.items()})
+        system = body.get("system")
+        cacheable = isinstance(system, list) and any(
+            isinstance(b, dict) and b.get("cache_control") for b in system)
+        read, written = self._cache_split(system, cacheable)
+        thinking, tool, value = _agent_plan(messages, body.get("tools"))
+        enabled = isinstance(body.get("thinking"), dict) and \
+            body["thinking"].get("type") in ("enabled", "adaptive")
+        blocks: list[dict[str, Any]] = []
+        if enabled:
+            blocks.append({"type": "thinking", "thinking": thinking,
+                           "signature": signature(thinking)})
+        if tool:
+            blocks.append({"type": "tool_use", "id": _new_id("toolu_"), "name": tool,
+                           "input": value})
+        else:
+            blocks.append({"type": "text", "text": value["text"]})
+        usage = {"input_tokens": max(1, _prompt_tokens(messages, system) - read - written),
+                 "cache_read_input_tokens": read, "cache_creation_input_tokens": written,
+                 "output_tokens": sum(_words(_dumps(b).decode()) for b in blocks)}
+        stop = "tool_use" if tool else "end_turn"
+        mid = _new_id("msg_")
+        if not body.get("stream"):
+            return self._non_stream(request, fault, {
+                "id": mid, "type": "message", "role": "assistant", "model": body["model"],
+                "content": blocks, "stop_reason": stop, "stop_sequence": None,
+                "usage": usage})
+        ev = FakeUpstream._sse_event
+        start_usage = {**usage, "output_tokens": 1}
+        events = [ev("message_start", {"type": "message_start", "message": {
+            "id": mid, "type": "message", "role": "assistant", "model": body["model"],
+            "content": [], "stop_reason": None, "stop_sequence": None,
+            "usage": start_usage}})]
+        for i, block in enumerate(blocks):
+            kind = block["type"]
+            empty = {"thinking": {"type": "thinking", "thinking": "", "signature": ""},
+                     "text": {"type": "text", "text": ""},
+                     "tool_use": {**block, "input": {}}}[kind]
+            events.append(ev("content_block_start", {"type": "content_block_start",
+                                                     "index": i, "content_block": empty}))
+            if kind == "thinking":
+                deltas = [{"type": "thinking_delta", "thinking": w}
+                          for w in _split_words(block["thinking"])]
+                deltas.append({"type": "signature_delta", "signature": block["signature"]})
+            elif kind == "text":
+                deltas = [{"type": "text_delta", "text": w} for w in _split_words(block["text"])]
+            else:
+                raw = _dumps(block["input"]).decode()
+                deltas = [{"type": "input_json_delta", "partial_json": raw[j:j + 7]}
+                          for j in range(0, len(raw), 7)]
+            for delta in deltas:
+                events.append(ev("content_block_delta", {"type": "content_block_delta",
+                                                         "index": i, "delta": delta}))
+            if i == 0:
+                events.append(ev("ping", {"type": "ping"}))
+            events.append(ev("content_block_stop", {"type": "content_block_stop", "index": i}))
+        events.append(ev("message_delta", {
+            "type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": None},
+            "usage": {"output_tokens": usage["output_tokens"]}}))
+        events.append(ev("message_stop", {"type": "message_stop"}))
+        return await self._stream(request, fault, events)  # type: ignore[attr-defined]
+
+    async def _agent_chat(self, request: web.Request, body: dict[str, Any], fault: Fault):
+        messages = body["messages"]
+        system = " ".join(_content_text(m.get("content")) for m in messages
+                          if isinstance(m, dict) and m.get("role") == "system")
+        read, _ = self._cache_split(system, False)
+        thinking, tool, value = _agent_plan(messages, body.get("tools"))
+        prompt = _prompt_tokens(messages)
+        call = {"id": _new_id("call_"), "type": "function",
+                "function": {"name": tool, "arguments": _dumps(value).decode()}} if tool else None
+        completion = _words(thinking) + (_words(_dumps(value).decode()) if tool
+                                          else _words(value["text"]))
+        usage = {"prompt_tokens": prompt, "completion_tokens": completion,
+                 "total_tokens": prompt + completion,
+                 "prompt_tokens_details": {"cached_tokens": min(read, prompt)}}
+        finish = "tool_calls" if tool else "stop"
+        cid, created = _new_id("chatcmpl-"), int(time.time())
+        if not body.get("stream"):
+            message: dict[str, Any] = {"role": "assistant", "reasoning_content": thinking,
+                                       "content": None if tool else value["text"]}
+            if call:
+                message["tool_calls"] = [call]
+            return self._non_stream(request, fault, {  # type: ignore[attr-defined]
+                "id": cid, "object": "chat.completion", "created": created,
+                "model": body["model"], "usage": usage, "choices": [
+                    {"index": 0, "message": message, "finish_reason": finish,
+                     "logprobs": None}]})
+
+        def chunk(delta: dict[str, Any] | None, finish_reason: str | None = None,
+                  **extra: Any) -> bytes:
+            choices = [] if delta is None else [
+                {"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}]
+            return FakeUpstream._sse({"id": cid, "object": "chat.completion.chunk",
+                                      "created": created, "model": body["model"],
+                                      "choices": choices, **extra})
+
+        events = [chunk({"role": "assistant", "content": ""})]
+        events += [chunk({"reasoning_content": w}) for w in _split_words(thinking)]
+        if call:
+            args = call["function"]["arguments"]
+            events.append(chunk({"tool_calls": [{"index": 0, "id": call["id"],
+                                                 "type": "function", "function": {
+                                                     "name": tool, "arguments": ""}}]}))
+            events += [chunk({"tool_calls": [{"index": 0, "function": {
+                "arguments": args[j:j + 7]}}]}) for j in range(0, len(args), 7)]
+        else:
+            events += [chunk({"content": w}) for w in _split_words(value["text"])]
+        events.append(chunk({}, finish))
+        if (body.get("stream_options") or {}).get("include_usage") and not fault.no_usage:
+            events.append(chunk(None, usage=usage))
+        events.append(b"data: [DONE]\n\n")
+        return await self._stream(request, fault, events)  # type: ignore[attr-defined]
+
+
 # --------------------------------------------------------------------------- server
 
 
-class FakeUpstream:
+class FakeUpstream(_AgentMixin):
     """Fake OpenAI + Anthropic provider running in a background thread (or as a process)."""
 
     def __init__(
@@ -264,6 +485,8 @@ class FakeUpstream:
         self._runner: web.AppRunner | None = None
         self._stopping: asyncio.Event | None = None
         self._created = int(time.time())
+        self._responses_api = FakeResponsesApi(self)
+        self._seen_prompts: set[str] = set()
 
     # ------------------------------------------------------------------ public API
 
@@ -361,8 +584,11 @@ class FakeUpstream:
         r.add_post("/embeddings", self._wrap(self._embeddings))
         r.add_get("/v1/models", self._wrap(self._list_models))
         r.add_get("/v1/models/{model:.+}", self._wrap(self._get_model))
+        r.add_post("/v1/responses", self._wrap(self._responses_api.handle))
+        r.add_post("/responses", self._wrap(self._responses_api.handle))
         r.add_post("/v1/messages", self._wrap(self._messages))
         r.add_post("/messages", self._wrap(self._messages))
+        r.add_post("/v1/messages/count_tokens", self._wrap(self._count_tokens))
         r.add_route("*", "/{tail:.*}", self._not_found)
         return app
 
@@ -421,7 +647,7 @@ class FakeUpstream:
     def _wrap(
         self, handler: Callable[[web.Request, Any, Fault], Awaitable[web.StreamResponse]]
     ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
-        anthropic = handler == self._messages
+        anthropic = handler in (self._messages, self._count_tokens)
 
         async def wrapped(request: web.Request) -> web.StreamResponse:
             headers, body, bad_json = await self._record(request)
@@ -578,7 +804,7 @@ class FakeUpstream:
     # ------------------------------------------------------------------ OpenAI: chat
 
     @staticmethod
-    def _forced_tool(body: dict[str, Any]) -> str | None:
+    def _forced_tool(body: dict[str, Any], on_auto: bool = False) -> str | None:
         tools = body.get("tools")
         choice = body.get("tool_choice")
         if not tools or not isinstance(tools, list):
@@ -587,7 +813,7 @@ class FakeUpstream:
             name = (choice.get("function") or {}).get("name") or choice.get("name")
             if name:
                 return str(name)
-        elif choice != "required":
+        elif choice != "required" and not (on_auto and choice in (None, "auto")):
             return None
         first = tools[0] if isinstance(tools[0], dict) else {}
         return str((first.get("function") or {}).get("name") or first.get("name") or "tool")
@@ -596,12 +822,17 @@ class FakeUpstream:
         messages = body.get("messages")
         if not isinstance(messages, list):
             raise _BadRequest("'messages' must be a list")
+        if "agent" in str(body.get("model")):
+            return await self._agent_chat(request, body, fault)
         model = body.get("model") or "fake-model"
         n = body.get("n") or 1
         if not isinstance(n, int) or n < 1:
             raise _BadRequest("'n' must be a positive integer")
         reply = "fake: " + _last_user_text(messages)
-        tool = self._forced_tool(body)
+        last = messages[-1] if messages and isinstance(messages[-1], dict) else {}
+        # on `auto`, a tool only for a user's question (not again after its result)
+        tool = self._forced_tool(body, fault.tools_on_auto and last.get("role") == "user")
+        arguments = _tool_arguments(body.get("tools"), tool) if tool else "{}"
         prompt_tokens = _prompt_tokens(messages)
         per_choice = 1 if tool else _words(reply)
         usage = {
@@ -626,7 +857,7 @@ class FakeUpstream:
                             {
                                 "id": call_ids[i],
                                 "type": "function",
-                                "function": {"name": tool, "arguments": "{}"},
+                                "function": {"name": tool, "arguments": arguments},
                             }
                         ],
                     }
@@ -671,7 +902,7 @@ class FakeUpstream:
                     "function": {"name": tool, "arguments": ""},
                 }
                 events.append(chunk([ch(i, {"tool_calls": [call]})]))
-                args = {"index": 0, "function": {"arguments": "{}"}}
+                args = {"index": 0, "function": {"arguments": arguments}}
                 events.append(chunk([ch(i, {"tool_calls": [args]})]))
         else:
             for word in _split_words(reply):
@@ -822,10 +1053,19 @@ class FakeUpstream:
             return str(first.get("name") or "tool")
         return None
 
+    async def _count_tokens(self, request: web.Request, body: dict[str, Any], fault: Fault):
+        messages = body.get("messages")
+        if not isinstance(messages, list):
+            raise _BadRequest("messages: Field required")
+        return self._non_stream(request, fault,
+                                {"input_tokens": _prompt_tokens(messages, body.get("system"))})
+
     async def _messages(self, request: web.Request, body: dict[str, Any], fault: Fault):
         messages = body.get("messages")
         if not isinstance(messages, list):
             raise _BadRequest("messages: Field required")
+        if "agent" in str(body.get("model")):
+            return await self._agent_messages(request, body, fault)
         model = body.get("model") or "fake-model"
         reply = "fake: " + _last_user_text(messages)
         tool = self._anthropic_forced_tool(body)

@@ -61,8 +61,57 @@ EMBEDDINGS = st.fixed_dictionaries(
     optional={"encoding_format": st.sampled_from(["float", "base64"]),
               "dimensions": st.integers(1, 64), "user": TEXT})
 
+ITEM = st.fixed_dictionaries(
+    {"role": st.sampled_from(["system", "user", "assistant", "developer"]),
+     "content": TEXT | st.lists(st.fixed_dictionaries({"type": st.just("input_text"),
+                                                        "text": TEXT}), min_size=1,
+                                 max_size=2)},
+    optional={"type": st.just("message")})
+FLAT_TOOL = st.fixed_dictionaries(
+    {"type": st.just("function"), "name": st.sampled_from(["get_weather", "lookup"])},
+    optional={"parameters": st.just({"type": "object", "properties": {}})})
+RESPONSES = st.fixed_dictionaries(
+    {"model": st.sampled_from(["demo", "gpt-4o-mini", "claude-haiku"]),
+     "input": TEXT | st.lists(ITEM, max_size=3).map(
+         lambda items: [*items, {"role": "user", "content": "hi"}])},
+    optional={"stream": st.booleans(), "store": st.booleans(), "instructions": TEXT,
+              "max_output_tokens": st.integers(1, 32), "temperature": st.floats(0, 2),
+              "user": TEXT, "tools": st.lists(FLAT_TOOL, min_size=1, max_size=2),
+              "tool_choice": st.sampled_from(["none", "auto", "required"])
+              | st.fixed_dictionaries({"type": st.just("function"), "name": st.sampled_from(
+                  ["get_weather", "lookup", "missing"])}),
+              "text": st.sampled_from([{"format": {"type": "text"}},
+                                       {"format": {"type": "json_object"}}]),
+              "metadata": st.dictionaries(TEXT, TEXT, max_size=3),
+              "prompt": st.fixed_dictionaries({"id": st.just("fz-seed"), "variables":
+                                               st.fixed_dictionaries({"topic": TEXT})})})
+
+# Anthropic Messages: turns alternate and end with the user's; blocks of text
+A_TEXT = st.fixed_dictionaries({"type": st.just("text"), "text": TEXT},
+                               optional={"cache_control": st.just({"type": "ephemeral"})})
+A_TURN = TEXT | st.lists(A_TEXT, min_size=1, max_size=2)
+A_TOOL = st.fixed_dictionaries({"name": st.sampled_from(["lookup", "get_weather"]),
+                                "input_schema": st.just({"type": "object", "properties": {}})},
+                               optional={"description": TEXT})
+MESSAGES = st.fixed_dictionaries(
+    {"model": st.sampled_from(["demo", "gpt-4o-mini", "claude-haiku"]),
+     "max_tokens": st.integers(1, 32),
+     "messages": st.lists(st.tuples(A_TURN, A_TURN), max_size=2).map(
+         lambda pairs: [m for u, a in pairs for m in ({"role": "user", "content": u},
+                                                     {"role": "assistant", "content": a})]
+         + [{"role": "user", "content": "hi"}])},
+    optional={"stream": st.booleans(), "temperature": st.floats(0, 1),
+              "top_p": st.floats(0, 1), "top_k": st.integers(0, 50),
+              "system": TEXT | st.lists(A_TEXT, min_size=1, max_size=2),
+              "stop_sequences": st.lists(TEXT, max_size=3),
+              "tools": st.lists(A_TOOL, min_size=1, max_size=2, unique_by=lambda t: t["name"]),
+              "tool_choice": st.sampled_from([{"type": "auto"}, {"type": "none"}]),
+              "thinking": st.just({"type": "enabled", "budget_tokens": 1024}),
+              "metadata": st.fixed_dictionaries({"user_id": TEXT})})
+
 BODIES = {"/v1/chat/completions": CHAT, "/v1/completions": COMPLETION,
-          "/v1/embeddings": EMBEDDINGS}
+          "/v1/embeddings": EMBEDDINGS, "/v1/responses": RESPONSES,
+          "/v1/messages": MESSAGES}
 
 
 def _paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
@@ -99,5 +148,8 @@ def edited(draw: st.DrawFn, bodies: st.SearchStrategy[dict[str, Any]]) -> dict[s
         return _replace(body, where, draw(ANY_VALUE))
     name = draw(st.sampled_from(["tool_choice", "tools", "response_format", "stream_options",
                                  "template", "n", "logit_bias", "metadata", "functions",
-                                 "parallel_tool_calls", "prompt", "input", "messages"]))
+                                 "parallel_tool_calls", "prompt", "input", "messages",
+                                 "text", "reasoning", "instructions", "previous_response_id",
+                                 "include", "max_output_tokens", "system", "thinking",
+                                 "max_tokens", "stop_sequences"]))
     return {**body, name: draw(ANY_VALUE)}

@@ -40,12 +40,17 @@ def _post(http: httpx.Client, target: FuzzTarget, path: str, body: Any) -> httpx
     return r
 
 
-def _forces_a_missing_tool(body: dict[str, Any]) -> bool:
+def _forces_a_missing_tool(path: str, body: dict[str, Any]) -> bool:
+    if path == "/v1/messages":
+        return False  # its strategy's tool choices (auto, none) never force a tool
     choice = body.get("tool_choice")
-    names = {t["function"]["name"] for t in body.get("tools") or ()}
+    # Chat nests a tool's name under `function`, Responses does not
+    names = {t["function"]["name"] if "function" in t else t["name"]
+             for t in body.get("tools") or ()}
     if choice == "required":
         return not names
-    return isinstance(choice, dict) and choice["function"]["name"] not in names
+    return isinstance(choice, dict) and (choice["function"]["name"] if "function" in choice
+                                         else choice["name"]) not in names
 
 
 def _token_arrays(path: str, body: dict[str, Any]) -> str | None:
@@ -60,8 +65,15 @@ def _token_arrays(path: str, body: dict[str, Any]) -> str | None:
 
 
 def _check_served(path: str, body: dict[str, Any], answer: dict[str, Any]) -> None:
+    if path == "/v1/messages":
+        assert answer["type"] == "message" and answer["usage"]["input_tokens"] >= 0, answer
+        return
     if path == "/v1/embeddings":
         assert answer["object"] == "list" and answer["data"], answer
+        return
+    if path == "/v1/responses":
+        assert answer["object"] == "response" and answer["id"].startswith("resp_"), answer
+        assert answer["status"] in ("completed", "incomplete") and answer["usage"], answer
         return
     choices = answer["choices"]
     assert choices and answer["usage"]["prompt_tokens"] >= 0, answer
@@ -77,7 +89,7 @@ def test_valid_bodies_are_served(path: str, data: st.DataObject, fuzz_target: Fu
                                  http: httpx.Client) -> None:
     body = data.draw(BODIES[path], label="body")
     r = _post(http, fuzz_target, path, body)
-    if _forces_a_missing_tool(body):
+    if _forces_a_missing_tool(path, body):
         assert r.status_code == 400, r.text
         assert (r.json()["error"]["param"] or "").startswith("tool_choice"), r.text
         return

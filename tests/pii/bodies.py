@@ -92,8 +92,94 @@ def embedding_request(v: str, *, model: str = "embed") -> dict[str, Any]:
             "dimensions": 8}
 
 
+def responses_request(v: str, *, model: str = "echo-responses") -> dict[str, Any]:
+    args = json.dumps({"q": v}, ensure_ascii=False)
+    return {
+        "model": model,
+        "instructions": v,
+        "input": [
+            {"role": "developer", "content": v},
+            {"type": "message", "role": "user", "id": "msg_abc123", "status": "completed",
+             "content": [
+                 {"type": "input_text", "text": v},
+                 {"type": "input_image", "detail": "low",
+                  "image_url": f"https://img.example.com/a.png?who={quote(v)}"},
+                 {"type": "input_image", "image_url": data_url(v)},
+                 {"type": "input_image", "file_id": "file-abc123", "detail": "auto"},
+                 {"type": "input_file", "file_data": data_url(v), "filename": v},
+                 {"type": "input_file",
+                  "file_url": f"https://files.example.com/d.pdf?who={quote(v)}"}]},
+            {"type": "message", "role": "assistant",
+             "content": [{"type": "output_text", "text": v, "annotations": []},
+                         {"type": "refusal", "refusal": v}]},
+            {"type": "function_call", "id": "fc_abc123", "call_id": "call_abc123",
+             "name": "lookup", "arguments": args, "status": "completed"},
+            {"type": "function_call_output", "call_id": "call_abc123", "output": v},
+            {"type": "function_call_output", "call_id": "call_abc124",
+             "output": [{"type": "input_text", "text": v}]},
+            {"type": "reasoning", "id": "rs_abc123", "encrypted_content": "gAAAAB0123",
+             "summary": [{"type": "summary_text", "text": v}]},
+        ],
+        "tools": [{"type": "function", "name": "lookup", "description": v,
+                   "parameters": _schema(v), "strict": True}],
+        "tool_choice": {"type": "function", "name": "lookup"},
+        "text": {"format": {"type": "json_schema", "name": "answer", "description": v,
+                            "schema": _schema(v), "strict": True}, "verbosity": "low"},
+        "reasoning": {"effort": "low", "summary": "auto"},
+        "metadata": {"ticket": v}, "user": v, "safety_identifier": v, "prompt_cache_key": v,
+        "previous_response_id": "resp_abc123", "include": ["reasoning.encrypted_content"],
+        "truncation": "disabled", "max_output_tokens": 64, "temperature": 0.5, "top_p": 1,
+        "store": False, "parallel_tool_calls": True, "stream": False,
+    }
+
+
+def messages_request(v: str, *, model: str = "claude") -> dict[str, Any]:
+    """Anthropic Messages: every block type the walker knows, text `v` in each text place;
+    thinking carries `v` too (signed: listed as not text, so never rewritten)."""
+    image = {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}
+    cache = {"type": "ephemeral", "ttl": "5m"}
+    return {
+        "model": model, "max_tokens": 64,
+        "system": [{"type": "text", "text": v, "cache_control": cache}],
+        "messages": [
+            {"role": "user", "content": [
+                {"type": "text", "text": v, "cache_control": cache},
+                {"type": "image", "source": image},
+                {"type": "image", "source": {"type": "url",
+                                             "url": f"https://img.example.com/a.png?w={quote(v)}"}},
+                {"type": "document", "source": {"type": "base64", "media_type":
+                                                "application/pdf", "data": "JVBERi0="},
+                 "title": v, "context": v, "citations": {"enabled": True}},
+                {"type": "document", "source": {"type": "file", "file_id": "file_01A"}}]},
+            {"role": "assistant", "content": [
+                {"type": "thinking", "thinking": v, "signature": "EqQBCkYIAx"},
+                {"type": "redacted_thinking", "data": "EmwKAhgBEgy3"},
+                {"type": "text", "text": v, "citations": [
+                    {"type": "char_location", "cited_text": v, "document_index": 0,
+                     "document_title": v, "start_char_index": 0, "end_char_index": 3}]},
+                {"type": "tool_use", "id": "toolu_01A", "name": "lookup", "input": {"q": v}}]},
+            {"role": "user", "content": [
+                {"type": "tool_result", "tool_use_id": "toolu_01A", "is_error": False,
+                 "content": [{"type": "text", "text": v, "cache_control": cache},
+                             {"type": "image", "source": image},
+                             {"type": "image", "source": {
+                                 "type": "url", "url": f"https://x.example.com/?q={quote(v)}"}}]},
+                {"type": "tool_result", "tool_use_id": "toolu_01A", "content": v}]},
+            {"role": "user", "content": v},
+        ],
+        "tools": [{"name": "lookup", "description": v, "input_schema": _schema(v),
+                   "cache_control": cache},
+                  {"type": "web_search_20250305", "name": "web_search", "max_uses": 1}],
+        "tool_choice": {"type": "tool", "name": "lookup", "disable_parallel_tool_use": True},
+        "thinking": {"type": "enabled", "budget_tokens": 1024},
+        "metadata": {"user_id": v}, "stop_sequences": [v], "service_tier": "auto",
+        "temperature": 0.5, "top_p": 1, "top_k": 5, "stream": False,
+    }
+
+
 REQUESTS = {"chat": chat_request, "completions": completion_request,
-            "embeddings": embedding_request}
+            "embeddings": embedding_request, "responses": responses_request,
+            "messages": messages_request}
 
 
 def chat_response(v: str) -> dict[str, Any]:
@@ -138,5 +224,53 @@ def embedding_response(v: str) -> dict[str, Any]:
             "usage": {"prompt_tokens": 3, "total_tokens": 3}}
 
 
+def responses_response(v: str) -> dict[str, Any]:
+    return {
+        "id": "resp_abc123", "object": "response", "created_at": 1700000000,
+        "completed_at": 1700000001, "status": "incomplete", "model": "echo-responses",
+        "incomplete_details": {"reason": "max_output_tokens"},
+        "error": {"code": "server_error", "message": v},
+        "output": [
+            {"id": "rs_abc123", "type": "reasoning", "encrypted_content": "gAAAAB0123",
+             "summary": [{"type": "summary_text", "text": v}]},
+            {"id": "msg_abc123", "type": "message", "status": "incomplete", "role": "assistant",
+             "content": [{"type": "output_text", "text": v, "logprobs": [], "annotations": [
+                 {"type": "url_citation", "url": f"https://example.com/?q={quote(v)}",
+                  "title": v, "start_index": 0, "end_index": 3}]},
+                 {"type": "refusal", "refusal": v}]},
+            {"id": "fc_abc123", "type": "function_call", "status": "completed",
+             "call_id": "call_abc123", "name": "lookup", "arguments": json.dumps({"q": v})},
+        ],
+        "instructions": v, "tools": [{"type": "function", "name": "lookup", "description": v,
+                                      "parameters": _schema(v), "strict": True}],
+        "tool_choice": "auto", "parallel_tool_calls": True, "truncation": "disabled",
+        "text": {"format": {"type": "json_schema", "name": "answer", "schema": _schema(v)},
+                 "verbosity": "low"},
+        "reasoning": {"effort": "low", "summary": "auto"}, "previous_response_id": "resp_x1",
+        "metadata": {"ticket": v}, "user": v, "store": True, "background": False,
+        "temperature": 1.0, "top_p": 1.0, "service_tier": "default",
+        "usage": {"input_tokens": 3, "input_tokens_details": {"cached_tokens": 0},
+                  "output_tokens": 4, "output_tokens_details": {"reasoning_tokens": 1},
+                  "total_tokens": 7},
+    }
+
+
+
+def messages_response(v: str) -> dict[str, Any]:
+    return {"id": "msg_01A", "type": "message", "role": "assistant", "model": "claude",
+            "content": [{"type": "thinking", "thinking": v, "signature": "EqQBCkYIAx"},
+                        {"type": "redacted_thinking", "data": "EmwKAhgBEgy3"},
+                        {"type": "text", "text": v, "citations": [
+                            {"type": "char_location", "cited_text": v, "document_index": 0,
+                             "document_title": v, "start_char_index": 0,
+                             "end_char_index": 3}]},
+                        {"type": "tool_use", "id": "toolu_01A", "name": "lookup",
+                         "input": {"q": v}}],
+            "stop_reason": "tool_use", "stop_sequence": v, "container": {"id": "c1"},
+            "usage": {"input_tokens": 3, "output_tokens": 4, "cache_read_input_tokens": 0,
+                      "service_tier": "standard"}}
+
+
 RESPONSES = {"chat": chat_response, "completions": completion_response,
-             "embeddings": embedding_response}
+             "embeddings": embedding_response, "responses": responses_response,
+             "messages": messages_response}

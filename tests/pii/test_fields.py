@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from gateway.pii import fields, urls
+from gateway.pii import fields, messages_fields, urls
 from gateway.pii.actions import PiiBlockedError, Redactor
 from gateway.pii.body_scan import scan_texts
 from gateway.pii.fields import token_array_field, walk_response_texts, walk_texts
@@ -43,11 +43,25 @@ def _listed(path: str, listed: tuple[str, ...]) -> bool:
                for p in listed)
 
 
-CASES = [("request", e, REQUESTS[e], walk_texts, fields.NOT_TEXT + fields.BINARY + fields.URLS)
-         for e in REQUESTS] + \
-        [("response", e, RESPONSES[e], walk_response_texts,
-          fields.RESPONSE_NOT_TEXT + fields.RESPONSE_BINARY + fields.RESPONSE_URLS)
-         for e in RESPONSES]
+M = messages_fields
+LISTED = {  # (side, endpoint) -> the paths listed as not text
+    "request": fields.NOT_TEXT + fields.BINARY + fields.URLS + fields.RESPONSES_NOT_TEXT
+    + fields.RESPONSES_BINARY + fields.RESPONSES_URLS,
+    "response": fields.RESPONSE_NOT_TEXT + fields.RESPONSE_BINARY + fields.RESPONSE_URLS
+    + fields.RESPONSES_RESPONSE_NOT_TEXT + fields.RESPONSES_RESPONSE_BINARY
+    + fields.RESPONSES_RESPONSE_URLS,
+    ("request", "messages"): M.NOT_TEXT + M.SIGNED + M.BINARY + M.URLS,
+    ("response", "messages"): M.RESPONSE_NOT_TEXT + M.RESPONSE_SIGNED,
+}
+
+
+def _listed_for(side: str, endpoint: str) -> tuple[str, ...]:
+    return LISTED.get((side, endpoint), LISTED[side])  # type: ignore[return-value]
+
+
+CASES = [("request", e, REQUESTS[e], walk_texts, _listed_for("request", e)) for e in REQUESTS] \
+    + [("response", e, RESPONSES[e], walk_response_texts, _listed_for("response", e))
+       for e in RESPONSES]
 
 
 @pytest.mark.parametrize(("side", "endpoint", "build", "walk", "listed"), CASES,
@@ -63,6 +77,8 @@ def test_every_string_is_scanned_or_listed_as_not_text(
         if (id(container), key) in visited:
             continue
         assert _listed(path, listed), f"{path} is neither scanned nor listed as not text"
+        if _listed(path, M.SIGNED + M.RESPONSE_SIGNED):
+            continue  # signed thinking: text kept as it was signed (its own test below)
         assert MARK not in value and MARK not in (urls.text_of(value) or ""), \
             f"{path} carries text but is listed as not text"
 
@@ -73,7 +89,11 @@ def test_every_listed_path_exists_in_the_maximal_bodies() -> None:
         {"template": True} if e == "chat" else {})))}
     paths |= {p for e in RESPONSES for p, *_ in _nodes(RESPONSES[e](MARK))}
     for listed in (*fields.NOT_TEXT, *fields.BINARY, *fields.URLS, *fields.RESPONSE_NOT_TEXT,
-                   *fields.RESPONSE_BINARY, *fields.RESPONSE_URLS):
+                   *fields.RESPONSE_BINARY, *fields.RESPONSE_URLS, *M.NOT_TEXT, *M.SIGNED,
+                   *M.BINARY, *M.URLS, *M.RESPONSE_NOT_TEXT, *M.RESPONSE_SIGNED,
+                   *fields.RESPONSES_NOT_TEXT, *fields.RESPONSES_BINARY,
+                   *fields.RESPONSES_URLS, *fields.RESPONSES_RESPONSE_NOT_TEXT,
+                   *fields.RESPONSES_RESPONSE_BINARY, *fields.RESPONSES_RESPONSE_URLS):
         assert any(p == listed or p.startswith((listed + ".", listed + "["))
                    for p in paths), listed
 
@@ -196,3 +216,14 @@ def test_a_response_is_redacted_in_every_text_field() -> None:
     new, _ = redact_response(resp, "chat", {"email": "redact"}, Redactor())
     assert "bob@example.com" not in repr(new) and "bob%40example.com" not in repr(new)
     assert new["choices"][0]["message"]["tool_calls"][0]["function"]["name"] == "lookup"
+
+
+def test_signed_thinking_is_never_a_policy_field_but_is_scanned_when_stored() -> None:
+    """Anthropic checks a thinking block's signature over its text: a policy never rewrites
+    it (request or answer); the stored view (audit bodies, traces) scans it."""
+    body, answer = REQUESTS["messages"](MARK), RESPONSES["messages"](MARK)
+    for walk, value in ((walk_texts, body), (walk_response_texts, answer)):
+        policy = {f.path for f in walk(value, "messages")}
+        stored = {f.path for f in walk(value, "messages:stored")}
+        assert not any(p.endswith((".thinking", ".signature", ".data")) for p in policy)
+        assert any(p.endswith(".thinking") for p in stored)

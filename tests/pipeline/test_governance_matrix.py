@@ -4,17 +4,21 @@ One cell per (endpoint, feature): rate limit, budget, PII block, PII redaction o
 (what the upstream receives), PII redaction of the output (what the client receives),
 templates, the audit event and the cost. An endpoint that skips a stage fails its cells.
 Streams are endpoints of their own here: their answer is pushed through the same stages.
-Adding a protocol is one entry in `ENDPOINTS`.
+Adding a protocol is one entry in `ENDPOINTS`. Refusals are checked in the protocol's own
+terms: the SDK's exception, its status, and the audit event's `error_code` (Anthropic's
+envelope has no `code`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import anthropic
 import openai
 import pytest
 
@@ -34,6 +38,8 @@ class Endpoint:
     call: Callable[[openai.OpenAI, str, str, dict[str, Any]], str | None]  # -> answer text
     templates: bool = True  # a request of this protocol may use a template
     answers_text: bool = True
+    deployment: str = ""  # the model's deployment (default: openai/<model> on the fake)
+    sdk: str = "openai"  # whose exceptions a refusal raises
 
 
 def _chat(stream: bool) -> Callable[..., str | None]:
@@ -62,6 +68,41 @@ def _embeddings(client: openai.OpenAI, model: str, text: str, extra: dict[str, A
     return None
 
 
+def _responses(stream: bool) -> Callable[..., str | None]:
+    """/v1/responses; a stream's answer as a client that reads only the terminal event gets
+    it (the deltas must say the same: tests/pii/test_responses_events.py)."""
+    def call(client: openai.OpenAI, model: str, text: str, extra: dict[str, Any]) -> str:
+        reply = client.responses.create(model=model, input=text, stream=stream,
+                                        extra_body=extra)
+        if not stream:
+            return reply.output_text  # type: ignore[union-attr]
+        events = list(reply)  # type: ignore[call-overload]
+        return events[-1].response.output_text
+    return call
+
+
+def _anthropic_client(client: openai.OpenAI) -> anthropic.Anthropic:
+    """The same gateway, key and request id, through the anthropic SDK."""
+    return anthropic.Anthropic(base_url=str(client.base_url).removesuffix("v1/"),
+                               api_key=client.api_key, max_retries=0, timeout=30,
+                               default_headers=dict(client._custom_headers),
+                               _strict_response_validation=True)
+
+
+def _messages(stream: bool) -> Callable[..., str | None]:
+    def call(client: openai.OpenAI, model: str, text: str, extra: dict[str, Any]) -> str:
+        sdk = _anthropic_client(client)
+        request: dict[str, Any] = {"model": model, "max_tokens": 64, "extra_body": extra,
+                                   "messages": [{"role": "user", "content": text}]}
+        if not stream:
+            reply = sdk.messages.create(**request)
+        else:
+            with sdk.messages.stream(**request) as events:
+                reply = events.get_final_message()
+        return "".join(b.text for b in reply.content if b.type == "text")
+    return call
+
+
 ENDPOINTS = [
     Endpoint("chat", "/v1/chat/completions", "gpt-4o-mini", _chat(False)),
     Endpoint("chat-stream", "/v1/chat/completions", "gpt-4o-mini", _chat(True)),
@@ -70,7 +111,21 @@ ENDPOINTS = [
              _completions(True)),
     Endpoint("embeddings", "/v1/embeddings", "text-embedding-3-small", _embeddings,
              templates=False, answers_text=False),
+    # translated to the upstream's Chat Completions, and passed through to its Responses API
+    Endpoint("responses", "/v1/responses", "gpt-4o-mini", _responses(False)),
+    Endpoint("responses-stream", "/v1/responses", "gpt-4o-mini", _responses(True)),
+    Endpoint("responses-native", "/v1/responses", "gpt-4.1", _responses(False)),
+    Endpoint("responses-native-stream", "/v1/responses", "gpt-4.1", _responses(True)),
+    # Messages: translated to the fake's OpenAI Chat, and passed through to its Anthropic API
+    Endpoint("messages", "/v1/messages", "gpt-4o-mini", _messages(False), sdk="anthropic"),
+    Endpoint("messages-stream", "/v1/messages", "gpt-4o-mini", _messages(True),
+             sdk="anthropic"),
+    Endpoint("messages-native", "/v1/messages", "claude-matrix", _messages(False),
+             deployment="anthropic/claude-3-5-haiku-20241022", sdk="anthropic"),
+    Endpoint("messages-native-stream", "/v1/messages", "claude-matrix", _messages(True),
+             deployment="anthropic/claude-3-5-haiku-20241022", sdk="anthropic"),
 ]
+NATIVE_RESPONSES = {"gpt-4.1"}  # deployments with native_responses: true
 
 # One team (and policy) per governance feature.
 POLICIES = {
@@ -82,11 +137,19 @@ TEMPLATE = {"name": "matrix-greeting", "variables": {"who": {"type": "string"}},
             "messages": [{"role": "system", "content": "Greet {{ who }} from the template."}]}
 
 
+def _deployment(e: Endpoint, upstream: str) -> str:
+    if e.deployment.startswith("anthropic/"):
+        return f'{{model: {e.deployment}, api_base: "{upstream}", api_key: env:FAKE_ANTHROPIC_KEY}}'
+    return (f'{{model: openai/{e.model}, api_base: "{upstream}/v1", '
+            f'native_responses: {str(e.model in NATIVE_RESPONSES).lower()}}}')
+
+
 def _config(upstream: str) -> str:
     models = "\n".join(f"""  - name: {model}
-    deployments: [{{model: openai/{model}, api_base: "{upstream}/v1"}}]
+    deployments: [{deployment}]
     pricing: {{input_per_million: 1000, output_per_million: 2000}}"""
-                       for model in {e.model for e in ENDPOINTS})
+                       for model, deployment in {e.model: _deployment(e, upstream)
+                                                 for e in ENDPOINTS}.items())
     return f"models:\n{models}\npolicies_dir: policies\naudit: {{bodies: redacted}}\n"
 
 
@@ -142,6 +205,32 @@ def _rid() -> str:
     return "mx-" + uuid.uuid4().hex[:20]
 
 
+@dataclass
+class Refusal:
+    status: int = 0
+    code: str | None = None  # OpenAI's `error.code`; None on Anthropic's envelope
+    error_type: str | None = None
+    param: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@contextlib.contextmanager
+def refused(e: Endpoint, status: int) -> Iterator[Refusal]:
+    """The request in the block is refused with `status`, as its protocol's SDK reports it."""
+    seen = Refusal()
+    kind = anthropic.APIStatusError if e.sdk == "anthropic" else openai.APIStatusError
+    with pytest.raises(kind) as info:
+        yield seen
+    exc: Any = info.value
+    seen.status, seen.headers = exc.status_code, dict(exc.response.headers)
+    if e.sdk == "anthropic":
+        assert exc.body["type"] == "error", exc.body
+        seen.error_type = exc.body["error"]["type"]
+    else:
+        seen.code, seen.error_type, seen.param = exc.code, exc.type, exc.param
+    assert seen.status == status, (seen.status, exc.body)
+
+
 def _text(endpoint: Endpoint) -> str:
     return f"please answer {endpoint.name}"
 
@@ -154,20 +243,22 @@ def limit(m: Matrix, e: Endpoint) -> None:
     m.keys[key] = m.gateway.create_key(name=key, team="limit", rpm=1)["key"]
     first, second = _rid(), _rid()
     e.call(m.client(key, first), e.model, _text(e), {})
-    with pytest.raises(openai.RateLimitError) as refused:
+    with refused(e, 429) as refusal:
         e.call(m.client(key, second), e.model, _text(e), {})
-    assert refused.value.code == "rate_limit_exceeded"
-    assert refused.value.response.headers.get("retry-after")
-    assert m.event(second)["status_code"] == 429
+    assert refusal.code in ("rate_limit_exceeded", None)
+    assert refusal.error_type == "rate_limit_error"
+    assert refusal.headers.get("retry-after")
+    event = m.event(second)
+    assert event["status_code"] == 429 and event["error_code"] == "rate_limit_exceeded"
 
 
 def budget(m: Matrix, e: Endpoint) -> None:
     """A spent budget: 429 insufficient_quota before anything goes upstream."""
     rid = _rid()
     before = len(m.upstream.requests)
-    with pytest.raises(openai.RateLimitError) as refused:
+    with refused(e, 429) as refusal:
         e.call(m.client("budget", rid), e.model, _text(e), {})
-    assert refused.value.code == "insufficient_quota"
+    assert refusal.code in ("insufficient_quota", None)
     assert len(m.upstream.requests) == before
     assert m.event(rid)["error_code"] == "insufficient_quota"
 
@@ -175,9 +266,10 @@ def budget(m: Matrix, e: Endpoint) -> None:
 def pii_block(m: Matrix, e: Endpoint) -> None:
     rid = _rid()
     before = len(m.upstream.requests)
-    with pytest.raises(openai.BadRequestError) as refused:
+    with refused(e, 400) as refusal:
         e.call(m.client("pii-block", rid), e.model, f"write to {EMAIL}", {})
-    assert refused.value.code == "pii_blocked"
+    assert refusal.code in ("pii_blocked", None)
+    assert refusal.error_type == "invalid_request_error"
     assert len(m.upstream.requests) == before
     event = m.event(rid)
     assert event["error_code"] == "pii_blocked" and EMAIL not in str(event)
@@ -205,9 +297,9 @@ def template(m: Matrix, e: Endpoint) -> None:
     rid = _rid()
     spec = {"template": {"name": "matrix-greeting", "variables": {"who": "Ada"}}}
     if not e.templates:
-        with pytest.raises(openai.BadRequestError) as refused:
+        with refused(e, 400) as refusal:
             e.call(m.client("plain", rid), e.model, _text(e), spec)
-        assert refused.value.param == "template"
+        assert refusal.param == "template"
         return
     m.upstream.clear()
     e.call(m.client("plain", rid), e.model, _text(e), spec)

@@ -8,6 +8,7 @@
     audit_gate      503 `audit_unavailable` when no audit record could be made durable
     template        `template` in a body -> messages / prompt, params and model
     access          the model exists and this key, team and policy may use it
+    responses       /v1/responses: the response id, hosted tools, previous_response_id
     provider_fields litellm routes take only the fields litellm may see
     limits          per-request caps, reservations in every scope; settled in `finally`
     cost            the one cost of the usage; in `finally`

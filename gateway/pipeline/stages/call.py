@@ -20,6 +20,7 @@ from gateway.core.iterators import close_later
 from gateway.core.request import ChunkSink, Reply, RequestContext, Usage
 from gateway.errors import GatewayError, UpstreamError, UpstreamTimeout
 from gateway.limits.estimate import prompt_tokens_of
+from gateway.protocols.anthropic import UPSTREAM_HEADERS
 from gateway.providers.base import ProviderError
 from gateway.routing.router import Attempts, Router
 from gateway.timeutil import utcnow
@@ -34,6 +35,16 @@ def upstream_body(body: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in body.items() if k not in _GATEWAY_FIELDS}
 
 
+def provider_body(ctx: RequestContext) -> dict[str, Any]:
+    """The body for the provider: without the gateway's fields, with the client headers its
+    protocol forwards to a passthrough deployment (Messages: `anthropic-version`,
+    `anthropic-beta`) under `UPSTREAM_HEADERS`, which the providers take out."""
+    body = upstream_body(ctx.body)
+    forward = getattr(ctx.protocol, "forward_headers", None)
+    headers = forward(ctx.headers) if forward is not None else None
+    return {**body, UPSTREAM_HEADERS: headers} if headers else body
+
+
 class CallProvider:
     def __init__(self, router: Router) -> None:
         self.router = router
@@ -44,8 +55,8 @@ class CallProvider:
         attempts = Attempts()
         assert ctx.model is not None
         try:
-            result = await self.router.call(ctx.model, ctx.endpoint, upstream_body(ctx.body),
-                                            attempts)
+            result = await self.router.call(ctx.model, ctx.endpoint, provider_body(ctx),
+                                            attempts, pin=ctx.pinned_deployment)
         finally:
             _served(ctx, attempts)
         protocol = ctx.protocol
@@ -59,7 +70,8 @@ class CallProvider:
         assert ctx.model is not None
         try:
             first, iterator, slot = await self.router.open_stream(
-                ctx.model, ctx.endpoint, upstream_body(ctx.body), attempts)
+                ctx.model, ctx.endpoint, provider_body(ctx), attempts,
+                pin=ctx.pinned_deployment)
         finally:
             _served(ctx, attempts)
         sink: ChunkSink = ctx.protocol.stream_encoder(ctx)
@@ -124,6 +136,8 @@ class _Relay:
         ctx, sink, public = self.ctx, self.sink, self.public
         include_usage = ctx.include_usage
         relay_chunk = ctx.protocol.relay_chunk
+        # usage split over several events (Messages): the protocol merges it; else the last
+        merge = getattr(ctx.protocol, "merge_usage", None)
         ctx.event.fields["first_byte_at"] = utcnow()
         chunk: dict[str, Any] | None = first
         last = first
@@ -132,7 +146,7 @@ class _Relay:
             last = chunk
             out, usage = relay_chunk(chunk, public, include_usage)
             if usage is not None:
-                self.usage = usage
+                self.usage = usage if merge is None else merge(self.usage, usage)
             if out is not None:
                 await sink.send(out)
             try:

@@ -116,7 +116,8 @@ class Limits:
                                      f"{max_output} output tokens per request", param=field,
                                      code="invalid_value")
             if asked is None:
-                body["max_tokens"] = asked = max_output
+                body[getattr(ctx.protocol, "output_cap_field", "max_tokens")] = asked = \
+                    max_output
         scopes = self.limiter.scopes(principal, limits, model, body.get("user"))
         budgets = self.limiter.budgets(principal, getattr(ctx.policy, "budget", None),
                                        utcnow())

@@ -20,8 +20,10 @@ from gateway.core.stages import Handler
 from gateway.errors import GatewayError, InvalidRequest, RedactionUnavailable
 from gateway.pii.actions import Redactor
 from gateway.pii.fields import token_array_field
+from gateway.pii.messages_stream import MessagesPiiSink
 from gateway.pii.output import AnswerFilter, PiiChunkSink, conceal_value
 from gateway.pii.policy import redact_request
+from gateway.pii.responses_events import ResponsesAnswerFilter, ResponsesPiiSink
 from gateway.telemetry.metrics import Metrics
 
 log = logging.getLogger("gateway.pii")
@@ -51,7 +53,7 @@ class Pii:
                 ctx.conceal = lambda value: conceal_value(value, redactor)
             reply = await call_next(ctx)
             if reply.body is not None:
-                reply.body = AnswerFilter(endpoint, rules, restore, redactor).response(
+                reply.body = _answer_filter(endpoint, rules, restore, redactor).response(
                     reply.body)
             return reply
         finally:
@@ -88,4 +90,15 @@ class Pii:
 
 def _chunk_sink(inner: ChunkSink, endpoint: str, rules: dict[str, str], restore: bool,
                 redactor: Redactor) -> ChunkSink:
+    if endpoint == "responses":  # events, not chunks (pii/responses_events.py)
+        return ResponsesPiiSink(inner, rules, restore, redactor)
+    if endpoint == "messages":
+        return MessagesPiiSink(inner, rules, restore, redactor)
     return PiiChunkSink(inner, endpoint, rules, restore, redactor)
+
+
+def _answer_filter(endpoint: str, rules: dict[str, str], restore: bool, redactor: Redactor
+                   ) -> AnswerFilter:
+    if endpoint == "responses":  # output rules on the output items only
+        return ResponsesAnswerFilter(endpoint, rules, restore, redactor)
+    return AnswerFilter(endpoint, rules, restore, redactor)

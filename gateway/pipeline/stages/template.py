@@ -50,7 +50,8 @@ class TemplateStage:
     async def expand(self, ctx: RequestContext) -> None:
         spec = ctx.body["template"]
         if not ctx.protocol.templates:
-            raise invalid_value("template", "templates apply to chat and completions requests only")
+            raise invalid_value("template", "templates apply to chat, completions and messages "
+                                "requests only")
         name = spec["name"]  # the body checks made sure of an object with a string name
         event = ctx.event.fields
         event["template_name"] = name[:128]
@@ -81,6 +82,11 @@ class TemplateStage:
         ctx.template = found
         if body.get("model") is None and found.model:
             body["model"] = found.model
+        merge = getattr(ctx.protocol, "merge_template", None)
+        if merge is not None:  # a protocol with its own shape (Responses: input items)
+            merge(ctx, found, messages)
+            read_stream_flags(ctx)
+            return
         for key, value in found.params.items():
             if body.get(key) is None:
                 # a copy: later stages may edit the body, never the cached version
@@ -89,7 +95,10 @@ class TemplateStage:
         n = body.get("n")
         if isinstance(n, int) and n > self.server.max_n:
             raise invalid_value("n", f"'n' must be at most {self.server.max_n}")
-        if ctx.endpoint == "chat":
+        apply = getattr(ctx.protocol, "apply_template", None)
+        if apply is not None:  # a protocol's own shape (Messages: system, then messages)
+            apply(body, messages)
+        elif ctx.endpoint == "chat":
             validate.check_tool_choice(body)  # tools and tool_choice may each come from either
             own = body.get("messages") or []
             if len(messages) + len(own) > self.server.max_messages:
