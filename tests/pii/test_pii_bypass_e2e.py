@@ -14,13 +14,15 @@ from urllib.parse import unquote
 import httpx
 import pytest
 
+from tests.conftest import GATEWAY_ENV
 from tests.fakes.upstream import FakeUpstream
 from tests.pii.bodies import REQUESTS
 from tests.pii.test_robustness import BYPASSES
 from tests.support.gateway_proc import GatewayProcess
 
 PATHS = {"chat": "/v1/chat/completions", "completions": "/v1/completions",
-         "embeddings": "/v1/embeddings", "responses": "/v1/responses"}
+         "embeddings": "/v1/embeddings", "responses": "/v1/responses",
+         "messages": "/v1/messages"}
 POLICY = """
 name: scan-everything
 applies_to: {keys: [scanner]}
@@ -55,8 +57,11 @@ models:
     deployments: [{{model: openai/text-embedding-3-small, api_base: "{base}"}}]
   - name: echo-responses
     deployments: [{{model: openai/gpt-4.1, api_base: "{base}", native_responses: true}}]
+  - name: claude
+    deployments: [{{model: anthropic/claude-3-5-haiku-20241022, api_base: "{upstream.url}",
+                   api_key: "env:FAKE_ANTHROPIC_KEY"}}]
 router: {{retries: 0}}
-""").start()
+""", env=GATEWAY_ENV).start()
     yield proc
     proc.stop()
 
@@ -79,6 +84,21 @@ def _readable(body: Any) -> str:
     return unquote("\n".join([text, *decoded]))
 
 
+def _request(endpoint: str, value: str) -> dict[str, Any]:
+    """The maximal body of `endpoint` with `value` in each text place, minus what no policy
+    rewrites: signed thinking (Messages), whose signature covers it (stored views scan it:
+    tests/protocols/test_messages_session.py)."""
+    body = REQUESTS[endpoint](value)
+    body.pop("previous_response_id", None)  # (a stored response of this key's: none here)
+    if endpoint == "messages":
+        body.pop("thinking", None)
+        for message in body["messages"]:
+            if isinstance(message["content"], list):
+                message["content"] = [b for b in message["content"]
+                                      if b.get("type") not in ("thinking", "redacted_thinking")]
+    return body
+
+
 def _text_fields(endpoint: str) -> int:
     """How many places of the maximal body carry the user's text."""
     mark = "mark-7f3a"
@@ -91,7 +111,7 @@ def _text_fields(endpoint: str) -> int:
             elif isinstance(value, dict | list):
                 walk(value)
 
-    walk(REQUESTS[endpoint](mark))
+    walk(_request(endpoint, mark))
     return sum(t.count(mark) for t in texts)
 
 
@@ -105,9 +125,7 @@ def test_a_bypass_form_in_every_text_field_is_redacted_upstream(
         gw: GatewayProcess, scanner: str, upstream: FakeUpstream, value: str, kind: str,
         endpoint: str) -> None:
     upstream.clear()
-    body = REQUESTS[endpoint](value)
-    body.pop("previous_response_id", None)  # (a stored response of this key's: none here)
-    r = _post(gw, scanner, endpoint, body)
+    r = _post(gw, scanner, endpoint, _request(endpoint, value))
     assert r.status_code == 200, r.text
     (sent,) = [q["body"] for q in upstream.requests if q["path"].startswith("/v1/")]
     seen = _readable(sent)

@@ -223,7 +223,7 @@ def test_admin_template_to_audit_export_and_verify(browser: Any, gw: GatewayProc
         key_id = next(k["id"] for k in gw.admin("GET", "/admin/keys").json()["data"]
                       if k["name"] == "ui-app-" + name)
         page.goto("/ui/policies")
-        page.get_by_label("Key id").fill(key_id)
+        page.get_by_label("Key", exact=True).select_option(key_id)  # a picker by name
         page.get_by_role("button", name="Show").click()
         assert "default" in page.locator("#effective").inner_text()
         page.get_by_label("Text").fill("write to bob@example.com please")
