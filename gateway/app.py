@@ -154,16 +154,6 @@ async def _check_schema(svc: Services) -> None:
                   extra={"reason": type(exc).__name__})
 
 
-async def _preload(svc: Services) -> None:
-    """Tokenizers and litellm (`gateway/preload.py`), loaded in a thread once the server
-    answers: they were half the start-up (0.5-1 s for `o200k_base`), and few first requests
-    need them (a request that does waits for the same load, not for a second one: tiktoken
-    and the import system each load a thing once). Then frozen out of the GC's passes too."""
-    loaded = await asyncio.to_thread(preload, svc.config, svc.router.translated)
-    gc.freeze()
-    log.info("preloaded", extra={"loaded": loaded})
-
-
 def _audit_unrouted(request: Request, exc: GatewayError) -> None:
     """Unknown `/v1` paths and methods are requests too: they get their audit event."""
     if not request.url.path.startswith("/v1/"):
@@ -235,17 +225,17 @@ def create_app(settings: Settings | None = None, config: LoadedConfig | None = N
         await svc.audit.start()
         await svc.limits.start()
         await svc.router.start()
+        if svc.settings.preload:
+            loaded = await asyncio.to_thread(preload, svc.config, svc.router.translated)
+            log.info("preloaded", extra={"loaded": loaded})
         # Start-up objects live for the whole process: keep them out of every GC pass
         # (a full pass over them was the p99 tail under load).
         gc.collect()
         gc.freeze()
-        warm_up = asyncio.create_task(_preload(svc)) if svc.settings.preload else None
         log.info("gateway ready", extra={"models": svc.router.models()})
         try:
             yield
         finally:
-            if warm_up is not None:
-                warm_up.cancel()
             await svc.templates.stop()
             if svc.responses is not None:
                 await svc.responses.close()

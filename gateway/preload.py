@@ -4,10 +4,9 @@ Lazily, the first request that counts tokens for a model loads its tiktoken enco
 70 MB and 0.7 s for `o200k_base`, 30 MB and 0.2 s for `cl100k_base`, on the event loop) and
 the first request to a model served through litellm imports litellm (about 150 MB, 2-3 s).
 Under mixed traffic that was most of the RSS "growth after warm-up" `bench/soak.py` looks
-for, and a first request that waited seconds. Loaded in a thread as soon as the server
-answers (`app.py`; before answering, it was half the start-up), then frozen out of the
-garbage collector's passes, the process is at its working size a moment after it starts;
-tests that start many gateways turn it off for speed.
+for, and a first request that waited seconds. Loaded before the server answers (and before
+the start-up objects are frozen out of the garbage collector's passes), the process starts
+at its working size; tests that start many gateways turn it off for speed.
 """
 
 from __future__ import annotations

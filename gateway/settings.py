@@ -50,8 +50,8 @@ class Settings(BaseSettings):
     replica_id: str | None = None
     # Put prompt and answer text on trace spans (gen_ai.input/output.messages): off by default.
     trace_content: bool = False
-    # Load the tokenizers and litellm the configured models need once the server answers (in
-    # the background), not on the first request that needs them (see gateway/preload.py).
+    # Load the tokenizers and litellm the configured models need at start, not on the first
+    # request that needs them (see gateway/preload.py). Off: a faster start, for tests.
     preload: bool = True
     # Where the gateway looks for litellm's offline data (price map, tokenizer files);
     # found automatically next to the installed litellm package when unset.
