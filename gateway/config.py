@@ -266,17 +266,38 @@ class LoadedConfig:
         return self._api_bases.get((model_index, deployment_index))
 
 
-def read_yaml_mapping(path: Path, shown: str) -> tuple[dict[str, Any] | None, list[str]]:
-    """A YAML file that must hold a mapping, or `FILE: where: reason` lines saying why not."""
+class YamlProblem(ValueError):
+    """Text that does not load as YAML: `where` (`line N` or `(file)`) and `reason`."""
+
+    def __init__(self, where: str, reason: str) -> None:
+        super().__init__(f"{where}: {reason}")
+        self.where, self.reason = where, reason
+
+
+def load_yaml(text: str) -> Any:
+    """`yaml.safe_load`, every way it can fail as one `YamlProblem`: syntax, nesting deeper
+    than the parser recurses, an integer of more digits than `int()` converts."""
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        return None, [f"{shown}: (file): cannot read: {exc}"]
+        return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark else "(file)"
-        return None, [f"{shown}: {where}: not valid YAML: "
-                      f"{getattr(exc, 'problem', None) or exc}"]
+        raise YamlProblem(where, f"not valid YAML: {getattr(exc, 'problem', None) or exc}"
+                          ) from None
+    except RecursionError:  # PyYAML recurses once per nesting level
+        raise YamlProblem("(file)", "not valid YAML: nested too deeply") from None
+    except ValueError:  # int() refuses over 4300 digits
+        raise YamlProblem("(file)", "not valid YAML: a number too long to read") from None
+
+
+def read_yaml_mapping(path: Path, shown: str) -> tuple[dict[str, Any] | None, list[str]]:
+    """A YAML file that must hold a mapping, or `FILE: where: reason` lines saying why not."""
+    try:
+        data = load_yaml(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        return None, [f"{shown}: (file): cannot read: {exc}"]
+    except YamlProblem as exc:
+        return None, [f"{shown}: {exc.where}: {exc.reason}"]
     if not isinstance(data, dict):
         return None, [f"{shown}: (top level): must be a mapping"]
     return data, []
@@ -444,12 +465,9 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> L
     except OSError as exc:
         raise ConfigError([f"{source}: (file): cannot read: {exc.strerror}"]) from None
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}" if mark else "(file)"
-        raise ConfigError([f"{source}: {where}: not valid YAML: "
-                           f"{getattr(exc, 'problem', None) or exc}"]) from None
+        data = load_yaml(text)
+    except YamlProblem as exc:
+        raise ConfigError([f"{source}: {exc.where}: {exc.reason}"]) from None
     if data is None:
         data = {}
     if not isinstance(data, dict):

@@ -419,9 +419,10 @@ class Spool:
         return os.pread(cached[1], size, offset)
 
     def ack(self, pos: Position, seq: int) -> None:
-        """Everything before `pos` is in the database: remember it, delete older segments."""
-        self._ack = pos
-        self.acked_seq = seq
+        """Everything before `pos` is in the database: delete older segments, record it.
+
+        Runs in a worker thread: `acked_seq` moves last, so a waiter on the loop that sees
+        nothing pending also sees the shipped segments gone and the ack file written."""
         with self._meta:
             index = self._segments.index(pos.segment) if pos.segment in self._segments else 0
             doomed = self._segments[:index]
@@ -443,6 +444,8 @@ class Spool:
         with self._meta:
             self.bytes += len(state) - self._ack_bytes
             self._ack_bytes = len(state)
+        self._ack = pos
+        self.acked_seq = seq
 
     @property
     def pending(self) -> int:

@@ -17,9 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from gateway.config import ConfigError
+from gateway.config import ConfigError, YamlProblem, load_yaml
 from gateway.policies.model import Policy
 from gateway.policies.store import (
     PolicyRegistry,
@@ -75,14 +73,9 @@ def check_edit(registry: PolicyRegistry, name: str, text: str) -> tuple[Policy, 
     path = current.path if current is not None else registry.folder / f"{name}.yaml"
     shown = f"{registry.shown_base}/{path.name}"
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}" if mark else "(file)"
-        raise PolicyEditError("invalid", [f"{shown}: {where}: not valid YAML: "
-                                          f"{getattr(exc, 'problem', None) or exc}"]) from None
-    except RecursionError:
-        raise PolicyEditError("invalid", [f"{shown}: (file): nested too deeply"]) from None
+        data = load_yaml(text)
+    except YamlProblem as exc:
+        raise PolicyEditError("invalid", [f"{shown}: {exc.where}: {exc.reason}"]) from None
     if not isinstance(data, dict):
         raise PolicyEditError("invalid", [f"{shown}: (top level): must be a mapping"])
     policy, problems = policy_from_mapping(data, shown)

@@ -31,7 +31,7 @@ from gateway.protocols.responses_shapes import (
     new_id,
     usage_of,
 )
-from gateway.protocols.responses_validate import validate_responses
+from gateway.protocols.responses_validate import check_tool_choice, validate_responses
 
 SSE_HEADERS = {"content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache",
                "x-accel-buffering": "no"}
@@ -153,6 +153,7 @@ class ResponsesProtocol:
             if name is not None and body.get(name) is None:
                 body[name] = orjson.loads(orjson.dumps(value)) \
                     if isinstance(value, dict | list) else value
+        check_tool_choice(body)  # tools and tool_choice may each come from either
 
     # --- answers ---------------------------------------------------------------------------
     @staticmethod

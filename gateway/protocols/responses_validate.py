@@ -208,6 +208,24 @@ def _tools(body: Mapping[str, Any]) -> None:
                                 f"{excerpt(chosen)}, which is not in 'tools'")
 
 
+def check_tool_choice(body: Mapping[str, Any]) -> None:
+    """Once a template's params are in: a `tool_choice` that forces a tool needs `tools`,
+    and a named function must be one of them (shapes were checked by `validate_responses`)."""
+    choice = body.get("tool_choice")
+    if choice is None or choice in ("none", "auto"):
+        return
+    tools = body.get("tools") or []
+    if not tools:
+        raise invalid_value("tool_choice", "'tool_choice' forces a tool, but the request has "
+                            "no 'tools'")
+    if isinstance(choice, dict) and choice.get("type") == FUNCTION:
+        named = choice.get("name")
+        if not any(isinstance(t, dict) and t.get("type") == FUNCTION and t.get("name") == named
+                   for t in tools):
+            raise invalid_value("tool_choice.name", f"'tool_choice' names the tool "
+                                f"{excerpt(named)}, which is not in 'tools'")
+
+
 def prompt_to_template(body: dict[str, Any]) -> None:
     """OpenAI's `prompt: {id, version, variables}` as the gateway's `template` (in place)."""
     prompt = body.get("prompt")

@@ -234,6 +234,11 @@ UI_CASES = [
      {"var_items": "[" * 3000}),
     ("huge-version-query", "GET", "/ui/templates/finding-ui?version=" + "9" * 5000, None),
     ("huge-version-form", "POST", "/ui/templates/finding-ui/render", {"version": "9" * 5000}),
+    # a YAML integer longer than int() converts (make fuzz at FUZZ_SCALE=10 found it)
+    ("huge-yaml-int-template", "POST", "/ui/templates/finding-ui/edit", {"source": "9" * 5000}),
+    ("huge-yaml-int-new-template", "POST", "/ui/templates/new", {"source": "a: " + "9" * 5000}),
+    ("huge-yaml-int-policy", "POST", "/ui/policies/new",
+     {"name": "finding", "source": "name: finding\nx: " + "9" * 5000}),
 ]
 
 

@@ -242,10 +242,15 @@ def test_a_prompt_is_one_of_the_gateways_templates(rg: ResponsesGateway,
     ({"id": "support-bot"}, "template.variables.product"),
     ({"id": "no-such-template"}, "template.name"),
     ({"id": "support-bot", "version": "9", "variables": {"product": "P"}}, "template.version"),
-], ids=["missing variable", "unknown template", "unknown version"])
+    # a template without tools cannot satisfy a forced tool (make fuzz found it answered 200)
+    ({"id": "support-bot", "variables": {"product": "P"}, "tool_choice":
+      {"type": "function", "name": "get_weather"}}, "tool_choice"),
+], ids=["missing variable", "unknown template", "unknown version", "forced tool, no tools"])
 def test_a_bad_prompt_is_a_400_naming_the_problem(rg: ResponsesGateway, prompt: dict[str, Any],
                                                   param: str) -> None:
-    r = rg.post({"model": "chat", "input": "x", "prompt": prompt})
+    prompt = dict(prompt)
+    extra = {"tool_choice": prompt.pop("tool_choice")} if "tool_choice" in prompt else {}
+    r = rg.post({"model": "chat", "input": "x", "prompt": prompt, **extra})
     assert r.status_code == 400 and r.json()["error"]["param"] == param
 
 

@@ -8,10 +8,10 @@ import json
 from typing import Any
 from urllib.parse import quote
 
-import yaml
 from starlette.requests import Request
 from starlette.responses import Response
 
+from gateway.config import YamlProblem, load_yaml
 from gateway.templates.spec import to_yaml
 from gateway.ui.forms import META, form_of, text_field
 from gateway.ui.inprocess import ApiError, api
@@ -269,12 +269,9 @@ async def template_new(request: Request) -> Response:
 
 def _parse_source(source: str) -> dict[str, Any]:
     try:
-        doc = yaml.safe_load(source)
-    except yaml.YAMLError as exc:
-        raise ApiError(400, {"error": {"message": f"not valid YAML: {exc}"}}) from None
-    except RecursionError:  # PyYAML recurses once per nesting level
-        raise ApiError(400, {"error": {"message": "not valid YAML: nested too deeply"}}
-                       ) from None
+        doc = load_yaml(source)
+    except YamlProblem as exc:
+        raise ApiError(400, {"error": {"message": f"{exc.reason} ({exc.where})"}}) from None
     if not isinstance(doc, dict):
         raise ApiError(400, {"error": {"message": "the template must be a YAML mapping"}})
     return doc
