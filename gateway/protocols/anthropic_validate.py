@@ -14,6 +14,7 @@ from typing import Any
 
 from gateway.config import ServerConfig
 from gateway.errors import InvalidRequest, invalid_value
+from gateway.protocols.validate import _one_of
 
 # `system` turns mid-conversation: Claude Code sends them (beta mid-conversation-system).
 _ROLES = frozenset({"user", "assistant", "system"})
@@ -163,7 +164,7 @@ def _common(body: Mapping[str, Any], server: ServerConfig, has_template: bool) -
     _tools(body)
     thinking = body.get("thinking")
     if thinking is not None and (not isinstance(thinking, dict)
-                                 or thinking.get("type") not in _THINKING):
+                                 or not _one_of(thinking.get("type"), _THINKING)):
         raise invalid_value("thinking", "thinking: must be an object whose type is enabled, "
                             "disabled or adaptive")
     if isinstance(thinking, dict) and thinking.get("budget_tokens") is not None \

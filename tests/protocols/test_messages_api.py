@@ -216,6 +216,9 @@ ERRORS = [
     ("unknown model", {}, {"model": "nope"}, anthropic.NotFoundError, 404, "not_found_error"),
     ("bad field", {}, {"extra_body": {"temperature": 5}}, anthropic.BadRequestError, 400,
      "invalid_request_error"),
+    # an object where a name belongs (make fuzz at FUZZ_SCALE=10: it was a 500)
+    ("thinking type an object", {}, {"extra_body": {"thinking": {"type": {}}}},
+     anthropic.BadRequestError, 400, "invalid_request_error"),
     ("too large", {}, _too_large(), anthropic.RequestTooLargeError, 413, "request_too_large"),
     ("upstream down", {}, {"model": "broken"}, anthropic.InternalServerError, 502,
      "api_error"),
