@@ -3,9 +3,10 @@
 
 On a shared VM one run of the same code varies by several percent; a change worth a few
 percent only shows when the variants take turns on the same machine minutes. Each variant is
-a gateway source tree (put first on PYTHONPATH, so it shadows the installed `gateway`) and/or
-extra gateway environment. Every repeat runs each variant (order alternating): 64 clients for
-throughput and gateway CPU per request, then 1 client for the added p50.
+a gateway source tree (put first on PYTHONPATH, so it shadows the installed `gateway`)
+and/or extra gateway environment, with its own SQLite database made by its own migrations.
+Every repeat runs each variant (order alternating): 64 clients for throughput and gateway
+CPU per request, then 1 client for the added p50 and the p99.
 
     git worktree add /tmp/base HEAD                # or: git archive HEAD gateway | tar -x -C DIR
     .venv/bin/python bench/ab.py base=/tmp/base new=.
@@ -46,12 +47,18 @@ def parse_variant(text: str) -> tuple[str, Path, list[str]]:
     return name, root, env
 
 
+def db_env(tmp: Path, variant: str) -> str:
+    return f"GATEWAY_DATABASE_URL=sqlite:///{tmp / f'gw-{variant}.db'}"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("variants", nargs="+", type=parse_variant, metavar="NAME=TREE[,ENV...]")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--duration", type=float, default=4.0, help="seconds per step (4)")
+    ap.add_argument("--c1-only", action="store_true",
+                    help="only the 1-client step (latency: p50, p99)")
     ap.add_argument("--payloads", default="chat",
                     help="comma-separated request kinds to alternate (chat)")
     opts = ap.parse_args(argv)
@@ -61,29 +68,34 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="gw-ab-"))
     runner = bench.Bench(args, tmp)
     figures: dict[str, dict[str, list[float]]] = {
-        f"{name}/{payload}" if len(payloads) > 1 else name: {"rps": [], "cpu": [], "p50": []}
+        f"{name}/{payload}" if len(payloads) > 1 else name:
+            {"rps": [], "cpu": [], "p50": [], "p99": []}
         for name, _, _ in opts.variants for payload in payloads}
     direct: dict[str, float] = {}
     try:
         runner.payloads = bench.write_payloads(tmp)
         runner.start_upstream()
         runner.config = bench.write_config(tmp, runner.upstream_port, 1)
-        runner.migrate()
+        for name, tree, env in opts.variants:  # each its own database, by its own migrations
+            args.gateway_env = [f"PYTHONPATH={tree}", *env, db_env(tmp, name)]
+            runner.migrate()
         for rep in range(opts.repeats):
             order = opts.variants if rep % 2 == 0 else opts.variants[::-1]
             for name, tree, env in order:
-                args.gateway_env = [f"PYTHONPATH={tree}", *env]
+                args.gateway_env = [f"PYTHONPATH={tree}", *env, db_env(tmp, name)]
                 proc, port, _ = runner.start_gateway()
                 headers = {"authorization": f"Bearer {runner.create_key(port)}"}
                 for payload in payloads if rep % 2 == 0 else payloads[::-1]:
                     label = f"{name}/{payload}" if len(payloads) > 1 else name
-                    busy = runner.load(port, payload, 64, False, headers, cpu_pid=proc.pid)
+                    busy = {"rps": 0.0} if opts.c1_only else \
+                        runner.load(port, payload, 64, False, headers, cpu_pid=proc.pid)
                     alone = runner.load(port, payload, 1, False, headers, cpu_pid=proc.pid)
                     figures[label]["rps"].append(busy["rps"])
                     figures[label]["cpu"].append(busy.get("cpu_us_per_req") or 0.0)
                     figures[label]["p50"].append(alone["p50_ms"])
+                    figures[label]["p99"].append(alone["p99_ms"])
                     bench.log(f"repeat {rep + 1} {label}: {busy['rps']:.0f} req/s, "
-                              f"c=1 p50 {alone['p50_ms']:.3f} ms")
+                              f"c=1 p50 {alone['p50_ms']:.3f} ms, p99 {alone['p99_ms']:.3f} ms")
                 bench.PROCS.stop(proc)
         for payload in payloads:
             direct[payload] = runner.load(runner.upstream_port, payload, 1, False, {})["p50_ms"]
@@ -97,7 +109,10 @@ def main(argv: list[str] | None = None) -> int:
               f"({', '.join(f'{v:.0f}' for v in f['rps'])}), "
               f"CPU {statistics.median(f['cpu']):4.0f} us/req, "
               f"c=1 added p50 {statistics.median(f['p50']) - base:.3f} ms "
-              f"({', '.join(f'{v - base:.3f}' for v in f['p50'])})")
+              f"({', '.join(f'{v - base:.3f}' for v in f['p50'])}), "
+              f"c=1 p99 {statistics.median(f['p99']):.3f} ms "
+              f"({', '.join(f'{v:.3f}' for v in f['p99'])}), p99/p50 "
+              f"{statistics.median(f['p99']) / statistics.median(f['p50']):.1f}")
     return 0
 
 

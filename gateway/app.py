@@ -7,7 +7,9 @@ import contextlib
 import gc
 import hashlib
 import logging
+import socket
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -105,13 +107,13 @@ def build_services(settings: Settings, config: LoadedConfig) -> Services:
     limiter = Limiter.build(settings, config, engine, prices, metrics)
     hmac_key = settings.audit_hmac_key.get_secret_value().encode() \
         if settings.audit_hmac_key else None
+    spool_dir, spool_max_bytes, replica_hint = _worker_spool(settings, config)
     audit = AuditWriter(engine, batch_size=settings.audit_batch_size,
                         flush_interval_s=settings.audit_flush_interval_ms / 1000,
-                        spool_dir=config.path(config.audit.spool_dir),
-                        spool_max_bytes=config.audit.spool_max_mb * 1024 * 1024,
+                        spool_dir=spool_dir, spool_max_bytes=spool_max_bytes,
                         on_store_error=config.audit.on_store_error,
                         fsync=settings.audit_spool_fsync, hmac_key=hmac_key,
-                        replica_hint=settings.replica_id,
+                        replica_hint=replica_hint,
                         body_limit=settings.audit_body_max_chars, metrics=metrics)
     policies = policies_for(config)
     hash_key = pii_hash_key(settings)
@@ -147,6 +149,20 @@ def cache_store(settings: Settings, config: LoadedConfig) -> CacheStore:
     if settings.redis_url:
         return RedisCache.from_url(settings.redis_url, max_entry_bytes=store.max_entry_kb * 1024)
     return MemoryCache(store.max_mb * 1024 * 1024, store.max_entry_kb * 1024)
+
+
+def _worker_spool(settings: Settings, config: LoadedConfig) -> tuple[Path, int, str | None]:
+    """This process's audit spool folder, size cap and chain-name hint: with `--workers N`,
+    worker 0 keeps the spool folder (so a restart with another N continues its chain),
+    worker i its `worker-<i>` subfolder; `spool_max_mb` is shared out between them."""
+    folder = config.path(config.audit.spool_dir)
+    max_bytes = config.audit.spool_max_mb * 1024 * 1024
+    if settings.workers <= 1:
+        return folder, max_bytes, settings.replica_id
+    if settings.worker:
+        folder = folder / f"worker-{settings.worker}"
+    hint = f"{settings.replica_id or socket.gethostname() or 'gateway'}-w{settings.worker}"
+    return folder, max_bytes // settings.workers, hint
 
 
 async def _check_schema(svc: Services) -> None:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import re
-import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gateway.ids import time_ordered_id
 
 _CLIENT_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
@@ -20,7 +22,14 @@ def request_id_from(scope: Scope) -> str:
             if _CLIENT_ID.match(candidate):
                 return candidate
             break
-    return uuid.uuid4().hex
+    return new_request_id()
+
+
+def new_request_id() -> str:
+    """32 hex characters, time-ordered (milliseconds first, then 80 random bits): the audit
+    log's `request_id` index then grows at its end, as the event ids do, instead of taking
+    each insert at a random page (its cost grew with the table)."""
+    return time_ordered_id() + os.urandom(4).hex()
 
 
 class RequestIdMiddleware:

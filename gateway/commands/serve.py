@@ -15,6 +15,7 @@ from typing import Any
 
 from gateway.settings import DEV_ADMIN_KEY, Settings
 
+MAX_WORKERS = 256  # worker indexes travel as one byte
 EXAMPLE_BODY = '{"model": "demo", "messages": [{"role": "user", "content": "hello"}]}'
 
 
@@ -58,22 +59,66 @@ def _quote(text: str, bearer: str) -> str:
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
-    import uvicorn
-
-    from gateway import allocator, logs
-    from gateway.app import create_app
+    from gateway import logs
+    from gateway.app import create_app  # noqa: F401 - imported before any fork: shared pages
     from gateway.commands.config_files import load_all
-    from gateway.web.request_head import BoundedHttpToolsProtocol
 
+    workers = args.workers if args.workers is not None else settings.workers
+    if not 1 <= workers <= MAX_WORKERS:
+        print(f"gateway serve: --workers must be between 1 and {MAX_WORKERS}", file=sys.stderr)
+        return 2
+    if workers > 1 and not settings.redis_url:
+        print(f"gateway serve: --workers {workers} needs GATEWAY_REDIS_URL: without Redis "
+              "each worker would keep its own rate-limit and budget counters (run one "
+              "worker, or point GATEWAY_REDIS_URL at a Redis)", file=sys.stderr)
+        return 2
     config = load_all(settings)
     logs.configure(settings.log_level)
-    allocator.tune()  # before the app starts its threads: few malloc arenas, trimmed
-    app = create_app(settings, config)
     host = args.host or settings.host
     port = args.port or settings.port
     show = args.banner or sys.stderr.isatty()
-    on_ready = (lambda: print(banner(settings, host, port, list(config.models)),
-                              file=sys.stderr, flush=True)) if show else None
+
+    def announce(port: int) -> Callable[[], None] | None:
+        if not show:
+            return None
+        return lambda: print(banner(settings, host, port, list(config.models)),
+                             file=sys.stderr, flush=True)
+
+    if workers == 1:
+        return _serve_one(settings, config, host, port, None, announce(port))
+
+    from gateway.commands.workers import Supervisor, reuseport_socket
+
+    try:
+        held = reuseport_socket(host, port, first=True)  # one error here, not N
+    except OSError as exc:  # in use, also by another `serve --workers` (see reuseport_socket)
+        print(f"gateway serve: cannot listen on {host}:{port}: {exc.strerror}", file=sys.stderr)
+        return 1
+    port = held.getsockname()[1]
+    settings = settings.model_copy(update={"workers": workers})
+
+    def run_worker(index: int, ready: Callable[[], None]) -> int:
+        held.close()
+        worker = settings.model_copy(update={"worker": index})
+        return _serve_one(worker, config, host, port, reuseport_socket(host, port), ready)
+
+    try:
+        return Supervisor(workers, run_worker, announce(port)).run()
+    finally:
+        held.close()
+
+
+def _serve_one(settings: Settings, config: Any, host: str, port: int, sock: Any,
+               on_ready: Callable[[], None] | None) -> int:
+    """One gateway process: the whole app on `sock` (uvicorn binds host:port when None)."""
+    import uvicorn
+
+    from gateway import allocator
+    from gateway.app import create_app
+    from gateway.web.request_head import BoundedHttpToolsProtocol
+
+    allocator.tune()  # before the app starts its threads: few malloc arenas, trimmed
+    app = create_app(settings, config)
     server = _server(uvicorn.Config(
         app, host=host, port=port, loop="uvloop",
         http=BoundedHttpToolsProtocol,  # httptools, with the request head bounded
@@ -82,7 +127,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         # No X-Forwarded-* rewriting of the client address: nothing here uses it,
         # and the UI reads X-Forwarded-Proto itself for its Secure cookie.
         proxy_headers=False), on_ready)
-    server.run()
+    server.run(sockets=[sock] if sock is not None else None)
     return 0 if server.started or not server.should_exit else 1
 
 
@@ -108,12 +153,16 @@ def register(sub: Any) -> None:
                "  gateway serve                        on GATEWAY_HOST:GATEWAY_PORT "
                "(127.0.0.1:4000)\n"
                "  gateway serve --host 0.0.0.0 --port 8080\n"
+               "  GATEWAY_REDIS_URL=redis://127.0.0.1:6379/0 gateway serve --workers 4\n"
                "  GATEWAY_CONFIG=/etc/gateway/gateway.yaml gateway serve",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     serve.add_argument("--host", default=None,
                        help="address to listen on (default: GATEWAY_HOST, else 127.0.0.1)")
     serve.add_argument("--port", type=int, default=None,
                        help="port to listen on (default: GATEWAY_PORT, else 4000)")
+    serve.add_argument("--workers", type=int, default=None, metavar="N",
+                       help="run N gateway processes on the port, one per core (default: "
+                            "GATEWAY_WORKERS, else 1); N > 1 needs GATEWAY_REDIS_URL")
     serve.add_argument("--banner", action="store_true",
                        help="print the URL, the admin key in use and a first request on "
                             "stderr once ready (always on when stderr is a terminal)")

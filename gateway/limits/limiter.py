@@ -81,7 +81,9 @@ class Limiter:
         store: Any
         if settings.redis_url:
             store = SharedStore(RedisStore(connect(settings.redis_url)),
-                                mode=limits.on_redis_error, replicas=limits.replicas,
+                                mode=limits.on_redis_error,
+                                # each worker of `serve --workers N` is a replica
+                                replicas=limits.replicas * settings.workers,
                                 metrics=metrics)
         else:
             store = MemoryStore()

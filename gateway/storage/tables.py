@@ -16,6 +16,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    text,
 )
 
 metadata = MetaData(
@@ -64,6 +65,12 @@ api_keys = Table(
     Column("updated_at", DateTime, nullable=False),
     Column("revoked_at", DateTime, nullable=True),
 )
+
+def _not_null_index(name: str, column: str) -> Index:
+    """(column, id), only over the rows where `column` is set."""
+    where = text(f'"{column}" IS NOT NULL')
+    return Index(name, column, "id", sqlite_where=where, postgresql_where=where)
+
 
 audit_events = Table(
     "audit_events",
@@ -124,21 +131,25 @@ audit_events = Table(
     Column("saved_cost_nanos", BigInteger, nullable=True),
     # One index per audit filter, ending in `id` so "filter, newest first, LIMIT n" is a range
     # scan; the chain index serves verify and purge.
+    # Columns that most events leave NULL (no end user, no template, no error, not an admin
+    # change, no Claude Code session) have partial indexes (`WHERE col IS NOT NULL`,
+    # migration 0021): a filter `col = ?` still uses them, and an event pays only for the
+    # indexes of its values.
     Index("ix_audit_events_key_id_id", "key_id", "id"),
     Index("ix_audit_events_team_id", "team", "id"),
-    Index("ix_audit_events_user_id", "user", "id"),
+    _not_null_index("ix_audit_events_user_id", "user"),
     Index("ix_audit_events_model_requested_id", "model_requested", "id"),
     Index("ix_audit_events_model_served_id", "model_served", "id"),
     Index("ix_audit_events_deployment_id", "deployment", "id"),
-    Index("ix_audit_events_template_name_id", "template_name", "id"),
+    _not_null_index("ix_audit_events_template_name_id", "template_name"),
     Index("ix_audit_events_status_code_id", "status_code", "id"),
-    Index("ix_audit_events_error_code_id", "error_code", "id"),
+    _not_null_index("ix_audit_events_error_code_id", "error_code"),
     Index("ix_audit_events_replica_seq", "replica", "seq"),
-    Index("ix_audit_events_action_id", "action", "id"),
-    Index("ix_audit_events_actor_key_id_id", "actor_key_id", "id"),
-    Index("ix_audit_events_target_type_id", "target_type", "id"),
-    Index("ix_audit_events_target_id_id", "target_id", "id"),
-    Index("ix_audit_events_session_id_id", "session_id", "id"),
+    _not_null_index("ix_audit_events_action_id", "action"),
+    _not_null_index("ix_audit_events_actor_key_id_id", "actor_key_id"),
+    _not_null_index("ix_audit_events_target_type_id", "target_type"),
+    _not_null_index("ix_audit_events_target_id_id", "target_id"),
+    _not_null_index("ix_audit_events_session_id_id", "session_id"),
     Index("ix_audit_events_cache_status_id", "cache_status", "id"),
 )
 
