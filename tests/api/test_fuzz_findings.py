@@ -234,7 +234,10 @@ UI_CASES = [
      {"var_items": "[" * 3000}),
     ("huge-version-query", "GET", "/ui/templates/finding-ui?version=" + "9" * 5000, None),
     ("huge-version-form", "POST", "/ui/templates/finding-ui/render", {"version": "9" * 5000}),
-    # a YAML integer longer than int() converts (make fuzz at FUZZ_SCALE=10 found it)
+    # the calendar's last day on the spend page (make fuzz at FUZZ_SCALE=10 found these)
+    ("spend-last-day", "GET", "/ui/spend?until=9999-12-31", None),
+    ("spend-first-day", "GET", "/ui/spend?since=0001-01-01&until=0001-01-01", None),
+    # a YAML integer longer than int() converts
     ("huge-yaml-int-template", "POST", "/ui/templates/finding-ui/edit", {"source": "9" * 5000}),
     ("huge-yaml-int-new-template", "POST", "/ui/templates/new", {"source": "a: " + "9" * 5000}),
     ("huge-yaml-int-policy", "POST", "/ui/policies/new",

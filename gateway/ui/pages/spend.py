@@ -13,12 +13,16 @@ from gateway.ui.inprocess import api
 from gateway.ui.timeseries import SERIES_MAX, buckets, line_chart
 from gateway.ui.web import render
 
+# A day a page can step one day from either way (9999-12-31 + 1 day was a 500).
+_FIRST_DAY, _LAST_DAY = datetime(1, 1, 2, tzinfo=UTC), datetime(9999, 12, 30, tzinfo=UTC)
+
 
 def _day(raw: str, default: datetime) -> datetime:
     try:
-        return datetime.strptime(raw, "%Y-%m-%d").replace(tzinfo=UTC)
+        day = datetime.strptime(raw, "%Y-%m-%d").replace(tzinfo=UTC)
     except ValueError:
         return default
+    return min(max(day, _FIRST_DAY), _LAST_DAY)
 
 
 def _chart(rows: list[dict[str, Any]]) -> dict[str, Any]:
