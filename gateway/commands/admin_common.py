@@ -55,6 +55,32 @@ def fields_from(args: argparse.Namespace, names: tuple[str, ...]) -> dict[str, A
     return fields
 
 
+def update_body(args: argparse.Namespace, settings: Settings, names: tuple[str, ...],
+                schema: Any) -> tuple[Any, dict[str, Any]] | int:
+    """An update command's options (`--clear NAME` sets one to None) checked by `schema` and
+    the served models: `(body, fields given)`, or the exit code after saying why not."""
+    from pydantic import ValidationError
+
+    fields = fields_from(args, names)
+    for name in args.clear or ():
+        if name in fields:
+            print(f"--{name.replace('_', '-')} and --clear {name}: choose one", file=sys.stderr)
+            return 2
+        fields[name] = None
+    if not fields:
+        print("nothing to change: give at least one option (see --help)", file=sys.stderr)
+        return 2
+    try:
+        body = schema.model_validate(fields)
+        check_models(settings, body.models)
+    except ValidationError as exc:
+        return print_validation_errors(exc)
+    except Refused as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    return body, fields
+
+
 def print_json(data: Any) -> None:
     print(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
 

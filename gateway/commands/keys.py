@@ -16,6 +16,7 @@ from gateway.commands.admin_common import (
     print_json,
     print_validation_errors,
     subcommand,
+    update_body,
     with_stores,
 )
 from gateway.commands.changes import ChangeLog
@@ -69,27 +70,12 @@ def cmd_keys_list(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_keys_update(args: argparse.Namespace, settings: Settings) -> int:
-    from pydantic import ValidationError
-
     from gateway.keys.schemas import KeyUpdate, key_change_view, key_view, to_row
 
-    fields = fields_from(args, ("name", "team", "role", *_LIMITS))
-    for name in args.clear or ():
-        if name in fields:
-            print(f"--{name.replace('_', '-')} and --clear {name}: choose one", file=sys.stderr)
-            return 2
-        fields[name] = None
-    if not fields:
-        print("nothing to change: give at least one option (see --help)", file=sys.stderr)
-        return 2
-    try:
-        body = KeyUpdate.model_validate(fields)
-        check_models(settings, body.models)
-    except ValidationError as exc:
-        return print_validation_errors(exc)
-    except Refused as exc:
-        print(exc, file=sys.stderr)
-        return 1
+    checked = update_body(args, settings, ("name", "team", "role", *_LIMITS), KeyUpdate)
+    if isinstance(checked, int):
+        return checked
+    body, fields = checked
     changes = {name: getattr(body, name) for name in fields}
     log = ChangeLog("gateway keys update")
 

@@ -15,6 +15,7 @@ from gateway.commands.admin_common import (
     print_json,
     print_validation_errors,
     subcommand,
+    update_body,
     with_stores,
 )
 from gateway.commands.changes import ChangeLog
@@ -82,27 +83,12 @@ def cmd_teams_show(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_teams_update(args: argparse.Namespace, settings: Settings) -> int:
-    from pydantic import ValidationError
-
     from gateway.keys.schemas import TeamUpdate, team_view, to_row
 
-    fields = fields_from(args, _FIELDS)
-    for name in args.clear or ():
-        if name in fields:
-            print(f"--{name.replace('_', '-')} and --clear {name}: choose one", file=sys.stderr)
-            return 2
-        fields[name] = None
-    if not fields:
-        print("nothing to change: give at least one option (see --help)", file=sys.stderr)
-        return 2
-    try:
-        body = TeamUpdate.model_validate(fields)
-        check_models(settings, body.models)
-    except ValidationError as exc:
-        return print_validation_errors(exc)
-    except Refused as exc:
-        print(exc, file=sys.stderr)
-        return 1
+    checked = update_body(args, settings, _FIELDS, TeamUpdate)
+    if isinstance(checked, int):
+        return checked
+    body, fields = checked
     changes = {name: getattr(body, name) for name in fields}
     log = ChangeLog("gateway teams update")
 

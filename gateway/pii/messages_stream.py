@@ -13,9 +13,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from gateway.errors import GatewayError, RedactionUnavailable
 from gateway.pii.actions import Redactor
-from gateway.pii.output import log
+from gateway.pii.output import fail_closed
 from gateway.pii.stream import _TextStream
 
 _FIELDS = {"text_delta": "text", "input_json_delta": "partial_json"}
@@ -81,24 +80,17 @@ class MessagesPiiSink:
         self.filter = MessagesEventFilter(rules, redactor, restore)
 
     async def send(self, chunk: dict[str, Any]) -> None:
-        for event in self._guarded(self.filter.feed, chunk):
+        with fail_closed():
+            events = self.filter.feed(chunk)
+        for event in events:
             await self.inner.send(event)
 
     async def close(self, last: dict[str, Any]) -> None:
-        for event in self._guarded(lambda _: self.filter.flush(), None):
+        with fail_closed():
+            held = self.filter.flush()
+        for event in held:
             await self.inner.send(event)
         await self.inner.close(last)
 
     async def fail(self, error: Any) -> None:
         await self.inner.fail(error)
-
-    @staticmethod
-    def _guarded(step: Any, value: Any) -> Any:
-        try:
-            return step(value)
-        except GatewayError:
-            raise
-        except Exception as exc:  # fail closed, as for whole answers
-            log.error("PII output scan failed", extra={"error": type(exc).__name__})
-            raise RedactionUnavailable("PII detection failed; the answer was withheld") \
-                from None

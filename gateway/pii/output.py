@@ -10,7 +10,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 from gateway.core.request import ChunkSink
@@ -21,6 +22,19 @@ from gateway.pii.stream import ChunkFilter
 from gateway.settings import Settings
 
 log = logging.getLogger("gateway.pii")
+
+
+@contextmanager
+def fail_closed() -> Iterator[None]:
+    """Around an output scan: a failure other than the gateway's own refusal withholds the
+    answer (503 `redaction_unavailable`); unscanned output never passes."""
+    try:
+        yield
+    except GatewayError:
+        raise
+    except Exception as exc:
+        log.error("PII output scan failed", extra={"error": type(exc).__name__})
+        raise RedactionUnavailable("PII detection failed; the answer was withheld") from None
 
 
 def pii_hash_key(settings: Settings) -> bytes:
@@ -55,17 +69,11 @@ class AnswerFilter:
         self.redactor = redactor
 
     def response(self, result: dict[str, Any]) -> dict[str, Any]:
-        try:
+        with fail_closed():
             if self.rules:
                 result, _ = redact_response(result, self.endpoint, self.rules, self.redactor)
             if self.restore:
                 result = restore_response(result, self.endpoint, self.redactor)
-        except GatewayError:
-            raise
-        except Exception as exc:  # fail closed: never pass unscanned output through
-            log.error("PII output scan failed", extra={"error": type(exc).__name__})
-            raise RedactionUnavailable("PII detection failed; the answer was withheld") \
-                from None
         return result
 
 
@@ -81,25 +89,17 @@ class PiiChunkSink:
         self.filter = ChunkFilter(endpoint, rules, redactor, restore=restore)
 
     async def send(self, chunk: dict[str, Any]) -> None:
-        out = self._guarded(self.filter.feed, chunk)
+        with fail_closed():
+            out = self.filter.feed(chunk)
         if out is not None:  # None: all it said is held back for now
             await self.inner.send(out)
 
     async def close(self, last: dict[str, Any]) -> None:
-        for out in self._guarded(lambda _: self.filter.flush(), None):
+        with fail_closed():
+            held = self.filter.flush()
+        for out in held:
             await self.inner.send(out)
         await self.inner.close(last)
 
     async def fail(self, error: Any) -> None:
         await self.inner.fail(error)
-
-    @staticmethod
-    def _guarded(step: Any, value: Any) -> Any:
-        try:
-            return step(value)
-        except GatewayError:
-            raise
-        except Exception as exc:  # fail closed, as for whole answers
-            log.error("PII output scan failed", extra={"error": type(exc).__name__})
-            raise RedactionUnavailable("PII detection failed; the answer was withheld") \
-                from None

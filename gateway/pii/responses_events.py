@@ -22,9 +22,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from gateway.core.request import ChunkSink
-from gateway.errors import GatewayError, RedactionUnavailable
 from gateway.pii.actions import Redactor
-from gateway.pii.output import AnswerFilter
+from gateway.pii.output import AnswerFilter, fail_closed
 from gateway.pii.policy import copy_json, redact_response, restore_response
 from gateway.pii.stream import _TextStream
 
@@ -72,14 +71,8 @@ class ResponsesAnswerFilter(AnswerFilter):
     """`AnswerFilter` for a whole response object (`filter_answer`), failing closed alike."""
 
     def response(self, result: dict[str, Any]) -> dict[str, Any]:
-        try:
+        with fail_closed():
             return filter_answer(result, self.rules, self.restore, self.redactor)
-        except GatewayError:
-            raise
-        except Exception as exc:
-            log.error("PII output scan failed", extra={"error": type(exc).__name__})
-            raise RedactionUnavailable("PII detection failed; the answer was withheld") \
-                from None
 
 
 class ResponsesEventFilter:
@@ -262,14 +255,8 @@ class ResponsesPiiSink:
         self.filter = ResponsesEventFilter(rules, redactor, restore)
 
     async def send(self, event: dict[str, Any]) -> None:
-        try:
+        with fail_closed():
             out = self.filter.feed(event)
-        except GatewayError:
-            raise
-        except Exception as exc:  # fail closed, as for whole answers
-            log.error("PII output scan failed", extra={"error": type(exc).__name__})
-            raise RedactionUnavailable("PII detection failed; the answer was withheld") \
-                from None
         for item in out:
             await self.inner.send(item)
 
