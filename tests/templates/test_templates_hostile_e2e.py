@@ -102,7 +102,9 @@ def test_a_hostile_render_is_refused_fast_while_others_are_served(
     sdk = openai.OpenAI(api_key=key, base_url=gw.base_url, max_retries=0, timeout=30)
     times = []
     with Prober(gw, key) as prober:
-        for _ in range(5):
+        # at least 5 hostile requests, and on until at least 5 probes overlapped the attack (a
+        # fast refusal can end 5 attacks before 5 probes were sent)
+        while len(times) < 5 or (len(prober.latencies) < 5 and len(times) < 100):
             started = time.perf_counter()
             with pytest.raises(openai.BadRequestError) as err:
                 sdk.chat.completions.create(
