@@ -14,8 +14,11 @@ CPU per request, then 1 client for the added p50 and the p99.
     .venv/bin/python bench/ab.py now=. --payloads chat,messages,messages_tr   # protocols
 
 `--payloads` alternates request kinds too (bench/run.py's payloads: `chat`; `messages`,
-Anthropic Messages passed through; `messages_tr`, Messages translated to Chat), each measured
-right after the others on the same gateway, so their overheads compare on the same minutes.
+Anthropic Messages passed through; `messages_tr`, Messages translated to Chat; `responses`,
+Responses translated to Chat), each measured right after the others on the same gateway, so
+their overheads compare on the same minutes. The stream kinds (`stream`, `responses_stream`,
+`messages_tr_stream`) report the time to the first chunk (chat: the first `data:`;
+Responses: the first `output_text.delta`) in the p50 column.
 
 A variant is NAME=TREE[,NAME=VALUE...]; TREE is a folder holding `gateway/` ("." is this
 checkout). It prints one line per variant: medians, and each repeat's figure.
@@ -32,6 +35,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import run as bench  # bench/run.py: the processes, the config, the load steps
+
+STREAMS = frozenset({"stream", "responses_stream", "messages_tr_stream"})
 
 
 def parse_variant(text: str) -> tuple[str, Path, list[str]]:
@@ -87,18 +92,21 @@ def main(argv: list[str] | None = None) -> int:
                 headers = {"authorization": f"Bearer {runner.create_key(port)}"}
                 for payload in payloads if rep % 2 == 0 else payloads[::-1]:
                     label = f"{name}/{payload}" if len(payloads) > 1 else name
+                    stream = payload in STREAMS
                     busy = {"rps": 0.0} if opts.c1_only else \
-                        runner.load(port, payload, 64, False, headers, cpu_pid=proc.pid)
-                    alone = runner.load(port, payload, 1, False, headers, cpu_pid=proc.pid)
+                        runner.load(port, payload, 64, stream, headers, cpu_pid=proc.pid)
+                    alone = runner.load(port, payload, 1, stream, headers, cpu_pid=proc.pid)
                     figures[label]["rps"].append(busy["rps"])
                     figures[label]["cpu"].append(busy.get("cpu_us_per_req") or 0.0)
-                    figures[label]["p50"].append(alone["p50_ms"])
+                    figures[label]["p50"].append(alone["ttfc_p50_ms" if stream else "p50_ms"])
                     figures[label]["p99"].append(alone["p99_ms"])
                     bench.log(f"repeat {rep + 1} {label}: {busy['rps']:.0f} req/s, "
                               f"c=1 p50 {alone['p50_ms']:.3f} ms, p99 {alone['p99_ms']:.3f} ms")
                 bench.PROCS.stop(proc)
         for payload in payloads:
-            direct[payload] = runner.load(runner.upstream_port, payload, 1, False, {})["p50_ms"]
+            stream = payload in STREAMS
+            direct[payload] = runner.load(runner.upstream_port, payload, 1, stream, {})[
+                "ttfc_p50_ms" if stream else "p50_ms"]
     finally:
         bench.PROCS.stop_all()
     print("direct c=1 p50 " + ", ".join(f"{p} {v:.3f} ms" for p, v in direct.items()))

@@ -251,6 +251,7 @@ def create_app(settings: Settings | None = None, config: LoadedConfig | None = N
         # (a full pass over them was the p99 tail under load).
         gc.collect()
         gc.freeze()
+        gc.enable()  # `gateway serve` starts with it off (start-up makes no garbage worth it)
         log.info("gateway ready", extra={"models": svc.router.models()})
         try:
             yield

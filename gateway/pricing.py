@@ -124,7 +124,7 @@ def usd(nanos: int | None) -> float | None:
 
 
 def _per_token(usd_per_token: Any) -> int | None:
-    if isinstance(usd_per_token, int | float) and not isinstance(usd_per_token, bool) \
+    if isinstance(usd_per_token, (int, float)) and not isinstance(usd_per_token, bool) \
             and usd_per_token >= 0:
         return round(usd_per_token * PICO_PER_USD)
     return None

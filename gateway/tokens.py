@@ -68,7 +68,7 @@ def count_prompt(prompt: Any, model: str = "") -> int:
         return 0
     if all(isinstance(t, int) for t in prompt):
         return len(prompt)
-    return sum(count_prompt(p, model) for p in prompt if isinstance(p, str | list))
+    return sum(count_prompt(p, model) for p in prompt if isinstance(p, (str, list)))
 
 
 def content_text(content: Any) -> str:

@@ -46,7 +46,7 @@ class AsgiTransport:
     """A stream's connection: headers on the first write; a client that leaves cancels the
     request's task (its stages' `finally` blocks then run)."""
 
-    __slots__ = ("_task", "_watcher", "left", "receive", "send", "started")
+    __slots__ = ("_held", "_task", "_watcher", "left", "receive", "send", "started")
 
     def __init__(self, send: Send, receive: Receive) -> None:
         self.send = send
@@ -55,6 +55,7 @@ class AsgiTransport:
         self.left = False
         self._task: asyncio.Task[Any] | None = None
         self._watcher: asyncio.Task[None] | None = None
+        self._held: list[bytes] | None = None
 
     async def start(self, headers: Mapping[str, str]) -> None:
         self.started = True
@@ -64,7 +65,19 @@ class AsgiTransport:
         self._watcher = asyncio.get_running_loop().create_task(self._watch())
 
     async def write(self, data: bytes) -> None:
+        if self._held is not None:
+            self._held.append(data)
+            return
         await self.send({"type": "http.response.body", "body": data, "more_body": True})
+
+    def hold(self) -> None:
+        self._held = []
+
+    async def flush(self) -> None:
+        held, self._held = self._held, None
+        if held and not self.left:
+            await self.send({"type": "http.response.body", "body": b"".join(held),
+                             "more_body": True})
 
     async def _watch(self) -> None:
         while True:

@@ -31,7 +31,7 @@ def body_text(value: Any, limit: int = DEFAULT_LIMIT) -> str | None:
     """A body as bounded JSON text (None stays None)."""
     if value is None:
         return None
-    if isinstance(value, bytes | bytearray):
+    if isinstance(value, (bytes, bytearray)):
         value = bytes(value).decode("utf-8", "replace")
     try:
         text = orjson.dumps(value, default=str, option=_OPTS).decode()

@@ -65,7 +65,7 @@ def clean_text(value: str, limit: int | None = None) -> str:
 
 
 def clean_json(value: Any, depth: int = 0) -> Any:
-    if value is None or isinstance(value, bool | int | str):
+    if value is None or isinstance(value, (bool, int, str)):
         if isinstance(value, int) and not isinstance(value, bool):
             return max(_INT64[0], min(_INT64[1], value))
         return clean_text(value) if isinstance(value, str) else value
@@ -75,7 +75,7 @@ def clean_json(value: Any, depth: int = 0) -> Any:
         return None
     if isinstance(value, dict):
         return {clean_text(str(k)): clean_json(v, depth + 1) for k, v in value.items()}
-    if isinstance(value, list | tuple):
+    if isinstance(value, (list, tuple)):
         return [clean_json(v, depth + 1) for v in value]
     return clean_text(str(value))
 
@@ -90,7 +90,7 @@ def _sanitizer(column: Any) -> Callable[[Any], Any]:
     kind = column.type
     if isinstance(kind, Boolean):
         return lambda v: None if v is None else bool(v)
-    if isinstance(kind, BigInteger | Integer):
+    if isinstance(kind, (BigInteger, Integer)):
         lo, hi = _INT64 if isinstance(kind, BigInteger) else _INT32
 
         def integer(v: Any) -> int | None:
@@ -123,7 +123,7 @@ def _sanitizer(column: Any) -> Callable[[Any], Any]:
             if v is None:
                 return None
             if not isinstance(v, str):
-                v = (orjson.dumps(clean_json(v)).decode() if isinstance(v, dict | list)
+                v = (orjson.dumps(clean_json(v)).decode() if isinstance(v, (dict, list))
                      else str(v))
             return clean_text(v, limit)
 

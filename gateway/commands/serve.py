@@ -8,6 +8,7 @@ admin key other than the documented development default.
 from __future__ import annotations
 
 import argparse
+import gc
 import shlex
 import sys
 from collections.abc import Callable
@@ -59,6 +60,10 @@ def _quote(text: str, bearer: str) -> str:
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    # No GC pass while starting: imports and the preload make millions of objects that live
+    # as long as the process, and passes over them cost about a second of start-up here.
+    # The app's start-up ends with one collect, a freeze and `gc.enable()` (`app.py`).
+    gc.disable()
     from gateway import logs
     from gateway.app import create_app  # noqa: F401 - imported before any fork: shared pages
     from gateway.commands.config_files import load_all
@@ -102,6 +107,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         worker = settings.model_copy(update={"worker": index})
         return _serve_one(worker, config, host, port, reuseport_socket(host, port), ready)
 
+    gc.enable()  # the supervisor; each worker disables it again until it is ready
     try:
         return Supervisor(workers, run_worker, announce(port)).run()
     finally:
@@ -118,6 +124,7 @@ def _serve_one(settings: Settings, config: Any, host: str, port: int, sock: Any,
     from gateway.web.request_head import BoundedHttpToolsProtocol
 
     allocator.tune()  # before the app starts its threads: few malloc arenas, trimmed
+    gc.disable()  # until the app is ready (see cmd_serve)
     app = create_app(settings, config)
     server = _server(uvicorn.Config(
         app, host=host, port=port, loop="uvloop",

@@ -26,6 +26,9 @@ if TYPE_CHECKING:
 
 Endpoint = Literal["chat", "completions", "embeddings", "responses", "messages"]
 UsageSource = Literal["provider", "estimated"]
+# What a stream yields: a chunk, or the events a translator made of one upstream chunk (the
+# relay sends those in one write)
+StreamItem = dict[str, Any] | list[dict[str, Any]]
 
 
 @dataclass(slots=True)
@@ -67,6 +70,12 @@ class Transport(Protocol):
         """Send the status line (200) and headers of a stream; watch for the client leaving."""
 
     async def write(self, data: bytes) -> None: ...
+
+    def hold(self) -> None:
+        """Keep what `write` gets from now on, for `flush` to send in one piece."""
+
+    async def flush(self) -> None:
+        """Send what was held, in one write, and stop holding."""
 
 
 class ChunkSink(Protocol):

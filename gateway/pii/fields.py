@@ -199,10 +199,10 @@ def _walk(container: dict[str, Any] | list[Any], schema: Schema | None, path: st
                     out.append(TextField(f"{where}#name", container, key, is_key=True))
                 sub = None
             else:
+                if not isinstance(value, (str, dict, list)):
+                    continue
                 sub = schema.get(key)
                 if sub is _SKIP:
-                    continue
-                if not isinstance(value, str | dict | list):
                     continue
                 where = f"{path}.{key}" if path else str(key)
             _visit(container, key, value, sub, where, out)
@@ -211,7 +211,7 @@ def _walk(container: dict[str, Any] | list[Any], schema: Schema | None, path: st
         if sub is _SKIP:
             return
         for i, value in enumerate(container):
-            if isinstance(value, str | dict | list):
+            if isinstance(value, (str, dict, list)):
                 _visit(container, i, value, sub, f"{path}[{i}]", out)
 
 
@@ -223,7 +223,7 @@ def _visit(container: dict[str, Any] | list[Any], key: str | int, value: Any, su
                 out.append(TextField(where, container, key, url=True))
         else:
             out.append(TextField(where, container, key))
-    elif isinstance(value, dict | list) and value:
+    elif isinstance(value, (dict, list)) and value:
         _walk(value, sub if isinstance(sub, dict) else None, where, out)
 
 

@@ -152,7 +152,7 @@ class ResponsesProtocol:
             name, value = _param(key, value)
             if name is not None and body.get(name) is None:
                 body[name] = orjson.loads(orjson.dumps(value)) \
-                    if isinstance(value, dict | list) else value
+                    if isinstance(value, (dict, list)) else value
         check_tool_choice(body)  # tools and tool_choice may each come from either
 
     # --- answers ---------------------------------------------------------------------------

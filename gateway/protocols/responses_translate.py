@@ -74,18 +74,23 @@ class ResponsesTranslator:
         return responses_answer(result, body)
 
     def stream(self, chunks: AsyncIterator[dict[str, Any]], body: dict[str, Any]
-               ) -> AsyncIterator[dict[str, Any]]:
+               ) -> AsyncIterator[list[dict[str, Any]]]:
         return _events(chunks, body)
 
 
 async def _events(chunks: AsyncIterator[dict[str, Any]], body: dict[str, Any]
-                  ) -> AsyncIterator[dict[str, Any]]:
+                  ) -> AsyncIterator[list[dict[str, Any]]]:
+    """The events of each upstream chunk as one list: the relay sends them in one write
+    (the first chunk alone is five events: created, in_progress, the message item, its
+    text part, the first delta)."""
     machine = ChatToResponsesStream(body)
     async for chunk in chunks:
-        for event in machine.feed(chunk):
-            yield event
-    for event in machine.finish():
-        yield event
+        events = machine.feed(chunk)
+        if events:
+            yield events
+    events = machine.finish()
+    if events:
+        yield events
 
 
 # --- request ---------------------------------------------------------------------------------

@@ -159,7 +159,7 @@ def _input(value: Any, server: ServerConfig) -> None:
             if not isinstance(item.get("call_id"), str):
                 raise invalid_value(f"{where}.call_id", f"'{where}.call_id' must be a string")
             output = item.get("output")
-            if not isinstance(output, str | list):
+            if not isinstance(output, (str, list)):
                 raise invalid_value(f"{where}.output", f"'{where}.output' must be a string "
                                     "or an array of content parts")
         elif kind == "item_reference" and not isinstance(item.get("id"), str):

@@ -62,12 +62,12 @@ def scan_body(body: Any, max_depth: int) -> None:
                     where = f"{path}.{key}" if path else key
                     raise InvalidRequest(f"{excerpt(where)} {_NOT_ALLOWED}", param=where,
                                          code="forbidden_parameter")
-                if isinstance(value, dict | list):
+                if isinstance(value, (dict, list)):
                     stack.append((value, depth + 1, f"{path}.{key}" if path else key,
                                   checked and key not in _FREE_FORM))
         elif isinstance(node, list):
             for i, value in enumerate(node):
-                if isinstance(value, dict | list):
+                if isinstance(value, (dict, list)):
                     stack.append((value, depth + 1, f"{path}[{i}]", checked))
 
 
@@ -86,7 +86,7 @@ def _is_int(v: Any) -> bool:
 
 
 def _is_num(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool)
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
 def _opt_int(body: Mapping[str, Any], name: str, lo: int, hi: int | None = None) -> None:

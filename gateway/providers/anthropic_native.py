@@ -35,6 +35,7 @@ from typing import Any
 import orjson
 
 from gateway.core.iterators import aclose_quietly
+from gateway.core.request import StreamItem
 from gateway.protocols.anthropic import UPSTREAM_HEADERS
 from gateway.providers.base import Endpoint, Provider, ProviderError, Target
 from gateway.providers.http1 import (
@@ -176,7 +177,7 @@ class NativeMessages:
         return parsed
 
     def stream(self, endpoint: Endpoint, body: dict[str, Any], target: Target
-               ) -> AsyncIterator[dict[str, Any]]:
+               ) -> AsyncIterator[StreamItem]:
         if not self._ours(endpoint, target):
             return self.inner.stream(endpoint, body, target)
         return self._stream(body, target)

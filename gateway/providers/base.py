@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from gateway.core.request import Endpoint
+from gateway.core.request import Endpoint, StreamItem
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +55,6 @@ class Provider(Protocol):
                    ) -> dict[str, Any]: ...
 
     def stream(self, endpoint: Endpoint, body: dict[str, Any], target: Target
-               ) -> AsyncIterator[dict[str, Any]]: ...
+               ) -> AsyncIterator[StreamItem]: ...
 
     async def close(self) -> None: ...

@@ -10,9 +10,9 @@ pipeline sees one protocol either way: the client's.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
-from gateway.core.request import Endpoint
+from gateway.core.request import Endpoint, StreamItem
 from gateway.providers.base import Provider, ProviderError, Target
 
 OPENAI_ENDPOINTS = frozenset({"chat", "completions", "embeddings"})
@@ -28,8 +28,9 @@ class Translator(Protocol):
         """A Chat answer as the client's protocol answers (`body`: the client's request)."""
 
     def stream(self, chunks: AsyncIterator[dict[str, Any]], body: dict[str, Any]
-               ) -> AsyncIterator[dict[str, Any]]:
-        """Chat chunks as the client's protocol's stream events, terminal event included."""
+               ) -> AsyncIterator[StreamItem]:
+        """Chat chunks as the client's protocol's stream events, terminal event included
+        (an event, or a list of the events one upstream chunk became)."""
 
 
 class Bridge:
@@ -59,12 +60,13 @@ class Bridge:
         return translator.response(result, body)
 
     def stream(self, endpoint: Endpoint, body: dict[str, Any], target: Target
-               ) -> AsyncIterator[dict[str, Any]]:
+               ) -> AsyncIterator[StreamItem]:
         translator = self._translator(endpoint, target)
         if translator is None:
             return self.inner.stream(endpoint, body, target)
-        return translator.stream(self.inner.stream("chat", translator.request(body), target),
-                                 body)
+        chunks = cast(AsyncIterator[dict[str, Any]],  # an inner provider's are chunks
+                      self.inner.stream("chat", translator.request(body), target))
+        return translator.stream(chunks, body)
 
     async def close(self) -> None:
         await self.inner.close()

@@ -44,6 +44,7 @@ from typing import Any, TypeVar
 
 from gateway.config import LoadedConfig
 from gateway.core.iterators import aclose_quietly
+from gateway.core.request import StreamItem
 from gateway.errors import (
     GatewayError,
     InvalidRequest,
@@ -168,14 +169,14 @@ class Router:
 
     async def open_stream(self, model: str, endpoint: Endpoint, body: dict[str, Any],
                           attempts: Attempts, *, pin: str | None = None
-                          ) -> tuple[dict[str, Any], AsyncIterator[dict[str, Any]], DeploymentSlot]:
+                          ) -> tuple[StreamItem, AsyncIterator[StreamItem], DeploymentSlot]:
         """Retry until a deployment yields its first chunk; nothing has reached the client yet.
 
         The iterator returned goes on with that deployment only; closing it (or cancelling the
         task reading it) closes the upstream connection.
         """
         async def once(slot: DeploymentSlot
-                       ) -> tuple[dict[str, Any], AsyncIterator[dict[str, Any]]]:
+                       ) -> tuple[StreamItem, AsyncIterator[StreamItem]]:
             iterator = self.provider_for(slot.target).stream(endpoint, body, slot.target)
             try:
                 first = await iterator.__anext__()
@@ -400,13 +401,13 @@ class Router:
             return UpstreamTimeout(f"the model did not answer in time ({_summary(exc, slot)})")
         return UpstreamError(f"the model failed after retries ({_summary(exc, slot)})")
 
-    async def _watch(self, slot: DeploymentSlot, iterator: AsyncIterator[dict[str, Any]]
-                     ) -> AsyncIterator[dict[str, Any]]:
+    async def _watch(self, slot: DeploymentSlot, iterator: AsyncIterator[StreamItem]
+                     ) -> AsyncIterator[StreamItem]:
         """The rest of a stream: counts its tokens, keeps it in flight, scrubs its errors."""
         count_tokens = slot.capacity.tokens is not None
         try:
             async for chunk in iterator:
-                if count_tokens and chunk.get("usage"):
+                if count_tokens and type(chunk) is dict and chunk.get("usage"):
                     _note_usage(slot, chunk["usage"])
                 yield chunk
         except ProviderError as exc:

@@ -32,6 +32,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from gateway.audit.bodies import stored_view
 from gateway.core.iterators import aclose_quietly
+from gateway.core.request import StreamItem
 from gateway.providers.base import Endpoint, Provider, ProviderError, Target
 
 log = logging.getLogger("gateway.tracing")
@@ -281,11 +282,11 @@ class TracedProvider:
             return result
 
     def stream(self, endpoint: Endpoint, body: dict[str, Any], target: Target
-               ) -> AsyncIterator[dict[str, Any]]:
+               ) -> AsyncIterator[StreamItem]:
         return self._stream(endpoint, body, target)
 
     async def _stream(self, endpoint: Endpoint, body: dict[str, Any], target: Target
-                      ) -> AsyncIterator[dict[str, Any]]:
+                      ) -> AsyncIterator[StreamItem]:
         span = self._start(endpoint, body, target)
         inner = self.inner.stream(endpoint, body, target)
         reasons: list[str] = []

@@ -5,6 +5,8 @@ translation) and a deployment with `native_responses: true` (passthrough)."""
 from __future__ import annotations
 
 import base64
+import json
+import socket
 from collections.abc import Iterator
 from typing import Any
 
@@ -364,3 +366,47 @@ def test_metrics_count_the_endpoint(rg: ResponsesGateway) -> None:
     rg.post({"model": "demo", "input": "metrics"})
     text = httpx.get(rg.gateway.url + "/metrics", timeout=10).text
     assert 'endpoint="responses"' in text
+
+
+def _http_chunks(url: str, key: str, body: dict[str, Any]) -> list[bytes]:
+    """POST over a raw socket and return the body's HTTP/1.1 chunks as the server framed them
+    (each one a write of the gateway)."""
+    parsed = httpx.URL(url)
+    payload = json.dumps(body).encode()
+    with socket.create_connection((parsed.host, parsed.port), timeout=10) as sock:
+        sock.sendall(b"POST /v1/responses HTTP/1.1\r\nhost: x\r\nconnection: close\r\n"
+                     b"content-type: application/json\r\nauthorization: Bearer " + key.encode()
+                     + b"\r\ncontent-length: " + str(len(payload)).encode() + b"\r\n\r\n"
+                     + payload)
+        raw = b""
+        while chunk := sock.recv(65536):
+            raw += chunk
+    head, _, rest = raw.partition(b"\r\n\r\n")
+    assert b"transfer-encoding: chunked" in head.lower(), head
+    chunks = []
+    while True:
+        size_line, _, rest = rest.partition(b"\r\n")
+        size = int(size_line, 16)
+        if size == 0:
+            return chunks
+        chunks.append(rest[:size])
+        rest = rest[size + 2:]
+
+
+@pytest.mark.parametrize("model", ["demo", "chat"])
+def test_the_events_of_one_upstream_chunk_go_out_in_one_write(rg: ResponsesGateway,
+                                                              model: str) -> None:
+    """A translated stream's opening events (five for the first upstream chunk) and its
+    closing ones are one write each, not one per event: the first token arrives sooner."""
+    chunks = _http_chunks(rg.gateway.url, rg.key,
+                          {"model": model, "input": "batch these", "stream": True})
+    kinds = [[line[len(b"event: "):].decode() for line in c.split(b"\n")
+              if line.startswith(b"event: ")] for c in chunks]
+    assert all(c.endswith(b"\n\n") for c in chunks)  # a write ends at an event's end
+    flat = [k for group in kinds for k in group]
+    assert flat[0] == "response.created" and flat[-1] == "response.completed"
+    assert len(chunks) < len(flat)
+    assert kinds[0][:2] == ["response.created", "response.in_progress"]
+    closing = next(g for g in kinds if "response.output_text.done" in g)
+    assert closing[:3] == ["response.output_text.done", "response.content_part.done",
+                           "response.output_item.done"]

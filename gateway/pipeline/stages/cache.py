@@ -59,7 +59,7 @@ def bypass_reason(ctx: RequestContext, rules: CacheRules) -> str | None:
     if ctx.endpoint in _SAMPLED_ENDPOINTS and not rules.sampled and body.get("seed") is None:
         temperature = body.get("temperature")
         # Absent: the provider's default (1 for OpenAI and Anthropic), a sampled answer.
-        if not isinstance(temperature, int | float) or temperature > 0:
+        if not isinstance(temperature, (int, float)) or temperature > 0:
             return "sampled"
     return None
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from gateway import tokens
 from gateway.core.iterators import close_later
-from gateway.core.request import ChunkSink, Reply, RequestContext, Usage
+from gateway.core.request import ChunkSink, Reply, RequestContext, StreamItem, Usage
 from gateway.errors import GatewayError, UpstreamError, UpstreamTimeout
 from gateway.limits.estimate import prompt_tokens_of
 from gateway.protocols.anthropic import UPSTREAM_HEADERS
@@ -123,42 +123,60 @@ def _as_gateway_error(exc: BaseException) -> GatewayError:
 class _Relay:
     """One stream, upstream to client: the public model name on every chunk, usage kept."""
 
-    __slots__ = ("ctx", "public", "sink", "usage")
+    __slots__ = ("ctx", "include_usage", "merge_usage", "public", "relay_chunk", "sink",
+                 "usage")
 
     def __init__(self, ctx: RequestContext, sink: ChunkSink, public: str) -> None:
         self.ctx = ctx
         self.sink = sink
         self.public = public
         self.usage: Any = None
+        self.include_usage = ctx.include_usage
+        self.relay_chunk = ctx.protocol.relay_chunk
+        self.merge_usage = getattr(ctx.protocol, "merge_usage", None)
 
-    async def run(self, first: dict[str, Any], iterator: AsyncIterator[dict[str, Any]]
-                  ) -> None:
-        ctx, sink, public = self.ctx, self.sink, self.public
-        include_usage = ctx.include_usage
-        relay_chunk = ctx.protocol.relay_chunk
-        # usage split over several events (Messages): the protocol merges it; else the last
-        merge = getattr(ctx.protocol, "merge_usage", None)
+    async def run(self, first: StreamItem, iterator: AsyncIterator[StreamItem]) -> None:
+        ctx, sink = self.ctx, self.sink
         ctx.event.fields["first_byte_at"] = utcnow()
-        chunk: dict[str, Any] | None = first
-        last = first
+        item: StreamItem | None = first
+        last: dict[str, Any] = {}
         anext = iterator.__anext__
-        while chunk is not None:
-            last = chunk
-            out, usage = relay_chunk(chunk, public, include_usage)
-            if usage is not None:
-                self.usage = usage if merge is None else merge(self.usage, usage)
-            if out is not None:
-                await sink.send(out)
+        while item is not None:
+            if isinstance(item, list):  # a translator's events of one upstream chunk
+                last = await self._send_all(item, last)
+            else:
+                last = item
+                await self._send(item)
             try:
-                chunk = await anext()
+                item = await anext()
             except StopAsyncIteration:
-                chunk = None
-        if include_usage and self.usage is None:
+                item = None
+        if self.include_usage and self.usage is None:
             # The upstream ignored stream_options: the client still gets its usage chunk.
-            usage_chunk = ctx.protocol.usage_chunk(last, public, await self._estimate())
+            usage_chunk = ctx.protocol.usage_chunk(last, self.public, await self._estimate())
             if usage_chunk is not None:
                 await sink.send(usage_chunk)
         await sink.close(last)
+
+    async def _send(self, chunk: dict[str, Any]) -> None:
+        out, usage = self.relay_chunk(chunk, self.public, self.include_usage)
+        if usage is not None:
+            merge = self.merge_usage  # usage over several events (Messages): merged
+            self.usage = usage if merge is None else merge(self.usage, usage)
+        if out is not None:
+            await self.sink.send(out)
+
+    async def _send_all(self, events: list[dict[str, Any]], last: dict[str, Any]
+                        ) -> dict[str, Any]:
+        """Several events in one write: held by the transport until the last is through."""
+        transport = self.ctx.transport
+        transport.hold()
+        try:
+            for last in events:
+                await self._send(last)
+        finally:
+            await transport.flush()  # also what came before a failure (sent as far as it got)
+        return last
 
     async def _estimate(self) -> Usage:
         ctx = self.ctx
