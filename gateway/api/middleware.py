@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import re
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.ids import time_ordered_id
+from gateway.ids import random_hex, time_ordered_id
 
 _CLIENT_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
@@ -29,7 +28,7 @@ def new_request_id() -> str:
     """32 hex characters, time-ordered (milliseconds first, then 80 random bits): the audit
     log's `request_id` index then grows at its end, as the event ids do, instead of taking
     each insert at a random page (its cost grew with the table)."""
-    return time_ordered_id() + os.urandom(4).hex()
+    return time_ordered_id() + random_hex(4)
 
 
 class RequestIdMiddleware:

@@ -36,7 +36,6 @@ one. An upstream failure propagates as an exception: the client gets an `error` 
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
@@ -44,6 +43,7 @@ import orjson
 
 from gateway import tokens
 from gateway.errors import excerpt, invalid_value
+from gateway.ids import random_hex
 from gateway.protocols.anthropic import ESTIMATED
 
 STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use",
@@ -201,7 +201,7 @@ def to_chat(body: Mapping[str, Any]) -> dict[str, Any]:
 def message_id(chat_id: Any) -> str:
     if isinstance(chat_id, str) and chat_id:
         return "msg_" + chat_id.removeprefix("chatcmpl-").removeprefix("chatcmpl_")
-    return "msg_" + uuid.uuid4().hex[:24]
+    return "msg_" + random_hex(12)
 
 
 def _arguments(text: Any) -> dict[str, Any]:
@@ -262,7 +262,7 @@ def from_chat(result: Mapping[str, Any], thinking: bool = True) -> dict[str, Any
 
 
 def _tool_id() -> str:
-    return "toolu_" + uuid.uuid4().hex[:24]
+    return "toolu_" + random_hex(12)
 
 
 # --------------------------------------------------------------------------- stream
