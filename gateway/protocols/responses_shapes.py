@@ -8,14 +8,11 @@ OpenAI's defaults: clients parse the terminal event against that schema.
 
 from __future__ import annotations
 
-import hashlib
-import itertools
-import os
-import struct
 from collections.abc import Mapping
 from typing import Any
 
 from gateway.core.request import Usage
+from gateway.ids import random_hex
 
 TERMINAL_EVENTS = frozenset({"response.completed", "response.incomplete", "response.failed"})
 # Events whose payload is a whole response object (the snapshot a client may read).
@@ -25,27 +22,9 @@ RESPONSE_EVENTS = frozenset({"response.created", "response.in_progress", "respon
 ESTIMATED = "_gateway_estimated"
 
 
-class _Ids:
-    """Unpredictable ids without a system call each: BLAKE2b keyed with 32 bytes from
-    `os.urandom` (once per process) over (pid, counter), a pseudo-random function, so an id
-    says nothing about another to anyone without the key. `os.urandom` took ~45 us per call
-    on the benchmark VM: a request makes three ids, and that was 6% of its CPU."""
-
-    def __init__(self) -> None:
-        self._key = os.urandom(32)
-        self._count = itertools.count()
-
-    def hex(self) -> str:
-        message = struct.pack("<QQ", os.getpid(), next(self._count))  # a fork gets its own
-        return hashlib.blake2b(message, key=self._key, digest_size=24).hexdigest()
-
-
-_IDS = _Ids()
-
-
 def new_id(prefix: str) -> str:
     """`resp_`, `msg_`, `fc_`, `rs_` + 48 hex digits: opaque, unguessable."""
-    return f"{prefix}_{_IDS.hex()}"
+    return f"{prefix}_{random_hex(24)}"
 
 
 def skeleton(body: Mapping[str, Any], *, response_id: str, model: str, created_at: int,
