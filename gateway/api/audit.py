@@ -14,6 +14,7 @@ from gateway.api.http import json_response, services
 from gateway.audit.chain import hasher_from_settings
 from gateway.audit.query import (
     COUNT_CAP,
+    AuditQuery,
     cache_savings,
     count_events,
     fetch_one,
@@ -74,13 +75,7 @@ async def count(request: Request, principal: Principal) -> Response:
     """`{"count", "capped"}`: how many events match the filters (the explorer's total);
     counting stops past 100,000 (`capped: true`)."""
     svc: Services = services(request)
-    items = request.query_params.multi_items()
-    for name, _ in items:
-        if name in ("limit", "cursor"):
-            raise InvalidRequest(f"{excerpt(name)}: a count takes the filters only",
-                                 param=name, code="unknown_parameter")
-    query = parse_params(items, signer=signer_from_settings(svc.settings),
-                         scope_team=_scope(principal), max_limit=None, default_limit=None)
+    query = _filters_only(request, principal, "a count takes")
     n = await count_events(svc.engine, query)
     return json_response({"count": min(n, COUNT_CAP), "capped": n > COUNT_CAP})
 
@@ -90,14 +85,19 @@ async def cache_savings_of(request: Request, principal: Principal) -> Response:
     """`{"hits", "saved_cost_usd"}`: cache hits among the events the filters match, and what
     their answers cost when they were first paid for (the spend page's savings)."""
     svc: Services = services(request)
+    query = _filters_only(request, principal, "savings take")
+    return json_response(await cache_savings(svc.engine, query))
+
+
+def _filters_only(request: Request, principal: Principal, what: str) -> AuditQuery:
+    """The query of a request that takes the filters and no page (`limit`, `cursor`)."""
     items = request.query_params.multi_items()
     for name, _ in items:
         if name in ("limit", "cursor"):
-            raise InvalidRequest(f"{excerpt(name)}: savings take the filters only",
+            raise InvalidRequest(f"{excerpt(name)}: {what} the filters only",
                                  param=name, code="unknown_parameter")
-    query = parse_params(items, signer=signer_from_settings(svc.settings),
-                         scope_team=_scope(principal), max_limit=None, default_limit=None)
-    return json_response(await cache_savings(svc.engine, query))
+    return parse_params(items, signer=signer_from_settings(services(request).settings),
+                        scope_team=_scope(principal), max_limit=None, default_limit=None)
 
 
 # Statuses a person filters by; any other is still a valid `status_code` filter.

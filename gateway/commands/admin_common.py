@@ -59,8 +59,6 @@ def update_body(args: argparse.Namespace, settings: Settings, names: tuple[str, 
                 schema: Any) -> tuple[Any, dict[str, Any]] | int:
     """An update command's options (`--clear NAME` sets one to None) checked by `schema` and
     the served models: `(body, fields given)`, or the exit code after saying why not."""
-    from pydantic import ValidationError
-
     fields = fields_from(args, names)
     for name in args.clear or ():
         if name in fields:
@@ -70,6 +68,15 @@ def update_body(args: argparse.Namespace, settings: Settings, names: tuple[str, 
     if not fields:
         print("nothing to change: give at least one option (see --help)", file=sys.stderr)
         return 2
+    body = checked_body(settings, schema, fields)
+    return body if isinstance(body, int) else (body, fields)
+
+
+def checked_body(settings: Settings, schema: Any, fields: dict[str, Any]) -> Any:
+    """`fields` checked by `schema` and the served models: the body, or the exit code after
+    saying why not (2: invalid, 1: a model the gateway does not serve)."""
+    from pydantic import ValidationError
+
     try:
         body = schema.model_validate(fields)
         check_models(settings, body.models)
@@ -78,7 +85,7 @@ def update_body(args: argparse.Namespace, settings: Settings, names: tuple[str, 
     except Refused as exc:
         print(exc, file=sys.stderr)
         return 1
-    return body, fields
+    return body
 
 
 def print_json(data: Any) -> None:

@@ -10,11 +10,10 @@ from typing import Any
 from gateway.commands.admin_common import (
     Refused,
     add_limit_options,
-    check_models,
     check_team,
+    checked_body,
     fields_from,
     print_json,
-    print_validation_errors,
     subcommand,
     update_body,
     with_stores,
@@ -28,19 +27,12 @@ CLEARABLE = ("team", "models", "rpm", "tpm", "max_concurrent", "budget_usd", "ex
 
 
 def cmd_keys_create(args: argparse.Namespace, settings: Settings) -> int:
-    from pydantic import ValidationError
-
     from gateway.keys.schemas import KeyCreate, key_change_view, key_view, to_row
 
     fields = {"name": args.name, "role": args.role, **fields_from(args, ("team", *_LIMITS))}
-    try:
-        body = KeyCreate.model_validate(fields)
-        check_models(settings, body.models)
-    except ValidationError as exc:
-        return print_validation_errors(exc)
-    except Refused as exc:
-        print(exc, file=sys.stderr)
-        return 1
+    body = checked_body(settings, KeyCreate, fields)
+    if isinstance(body, int):
+        return body
     log = ChangeLog("gateway keys create")
 
     async def create(keys: Any, teams: Any, engine: Any) -> tuple[dict, str]:

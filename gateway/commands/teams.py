@@ -8,12 +8,10 @@ import sys
 from typing import Any
 
 from gateway.commands.admin_common import (
-    Refused,
     add_limit_options,
-    check_models,
+    checked_body,
     fields_from,
     print_json,
-    print_validation_errors,
     subcommand,
     update_body,
     with_stores,
@@ -26,19 +24,12 @@ CLEARABLE = ("models", "rpm", "tpm", "max_concurrent", "budget_usd", "policy")
 
 
 def cmd_teams_create(args: argparse.Namespace, settings: Settings) -> int:
-    from pydantic import ValidationError
-
     from gateway.keys.schemas import TeamCreate, team_view, to_row
     from gateway.storage.keys import DuplicateName
 
-    try:
-        body = TeamCreate.model_validate({"name": args.name, **fields_from(args, _FIELDS)})
-        check_models(settings, body.models)
-    except ValidationError as exc:
-        return print_validation_errors(exc)
-    except Refused as exc:
-        print(exc, file=sys.stderr)
-        return 1
+    body = checked_body(settings, TeamCreate, {"name": args.name, **fields_from(args, _FIELDS)})
+    if isinstance(body, int):
+        return body
     log = ChangeLog("gateway teams create")
 
     async def create(keys: Any, teams: Any, engine: Any) -> dict | None:

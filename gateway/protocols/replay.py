@@ -32,7 +32,13 @@ class Assembler:
         self.choices: dict[int, dict[str, Any]] = {}
 
     def wrap(self, inner: ChunkSink) -> ChunkSink:
-        return _Watching(self, inner)
+        return Watching(self, inner)
+
+    def closed(self) -> None:
+        self.complete = True
+
+    def failed(self) -> None:
+        return None
 
     def feed(self, chunk: dict[str, Any]) -> None:
         if not self.exact:
@@ -111,10 +117,13 @@ def _chat_choice(index: int, c: dict[str, Any]) -> dict[str, Any]:
     return {"index": index, "message": message, "logprobs": None, "finish_reason": c["finish"]}
 
 
-class _Watching:
+class Watching:
+    """A stream filter that shows an assembler every chunk (or event) on its way out, and
+    tells it when the stream ended complete (`closed`) or failed (`failed`)."""
+
     __slots__ = ("assembler", "inner")
 
-    def __init__(self, assembler: Assembler, inner: ChunkSink) -> None:
+    def __init__(self, assembler: Any, inner: ChunkSink) -> None:
         self.assembler = assembler
         self.inner = inner
 
@@ -124,9 +133,10 @@ class _Watching:
 
     async def close(self, last: dict[str, Any]) -> None:
         await self.inner.close(last)
-        self.assembler.complete = True
+        self.assembler.closed()
 
     async def fail(self, error: Any) -> None:
+        self.assembler.failed()
         await self.inner.fail(error)
 
 

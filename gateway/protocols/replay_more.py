@@ -21,6 +21,7 @@ from typing import Any
 import orjson
 
 from gateway.protocols.anthropic_translate import STOP_REASONS, stream_from_chat
+from gateway.protocols.replay import Watching
 from gateway.protocols.responses_stream import ChatToResponsesStream
 
 _RESPONSE_ITEMS = frozenset({"message", "function_call"})
@@ -56,7 +57,14 @@ class EventAssembler:
         self.blocks: dict[int, dict[str, Any]] = {}  # Messages: blocks by index
 
     def wrap(self, inner: Any) -> Any:
-        return _Watching(self, inner)
+        return Watching(self, inner)
+
+    def closed(self) -> None:
+        if self.endpoint == "responses" and self.message is not None:
+            self.complete = True
+
+    def failed(self) -> None:
+        self.message = None
 
     def feed(self, event: dict[str, Any]) -> None:
         kind = event.get("type")
@@ -111,27 +119,6 @@ class EventAssembler:
                     return None
             content.append(block)
         return {**self.message, "content": content}
-
-
-class _Watching:
-    __slots__ = ("assembler", "inner")
-
-    def __init__(self, assembler: EventAssembler, inner: Any) -> None:
-        self.assembler = assembler
-        self.inner = inner
-
-    async def send(self, chunk: dict[str, Any]) -> None:
-        self.assembler.feed(chunk)
-        await self.inner.send(chunk)
-
-    async def close(self, last: dict[str, Any]) -> None:
-        await self.inner.close(last)
-        if self.assembler.endpoint == "responses" and self.assembler.message is not None:
-            self.assembler.complete = True
-
-    async def fail(self, error: Any) -> None:
-        self.assembler.message = None
-        await self.inner.fail(error)
 
 
 # --- replay ----------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ import pytest
 
 from tests.fakes.upstream import FakeUpstream
 from tests.support.gateway_proc import GatewayProcess
-from tests.support.redis_server import REDIS_SERVER, RedisServer
+from tests.support.redis_server import RedisServer, running_redis
 from tests.support.rr_proxy import RoundRobinProxy
 
 pytestmark = pytest.mark.redis
@@ -33,11 +33,7 @@ pii:
 
 @pytest.fixture(scope="module")
 def redis_server() -> Iterator[RedisServer]:
-    if REDIS_SERVER is None:
-        pytest.skip("redis-server is not installed (apt-get install redis-server)")
-    server = RedisServer().start()
-    yield server
-    server.stop()
+    yield from running_redis()
 
 
 @pytest.fixture(scope="module")

@@ -18,18 +18,13 @@ import pytest
 
 from tests.limits.test_limits_http import HI
 from tests.support.gateway_proc import GatewayProcess, free_port
-from tests.support.redis_server import REDIS_SERVER, RedisServer
+from tests.support.redis_server import RedisServer, running_redis
 
 pytestmark = pytest.mark.redis
 
 @pytest.fixture
 def redis_server() -> Iterator[RedisServer]:
-    if REDIS_SERVER is None:
-        print("\nskipped: redis-server is not installed (apt-get install redis-server)")
-        pytest.skip("redis-server is not installed (apt-get install redis-server)")
-    server = RedisServer().start()
-    yield server
-    server.stop()
+    yield from running_redis()
 
 
 def config(mode: str) -> str:

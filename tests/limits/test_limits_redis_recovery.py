@@ -23,7 +23,7 @@ import pytest
 
 from tests.support.gateway_proc import GatewayProcess
 from tests.support.postgres import fresh_database
-from tests.support.redis_server import REDIS_SERVER, RedisServer
+from tests.support.redis_server import RedisServer, running_redis
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 
@@ -39,11 +39,7 @@ HI = [{"role": "user", "content": "hi"}]
 
 @pytest.fixture
 def redis_server() -> Iterator[RedisServer]:
-    if REDIS_SERVER is None:
-        pytest.skip("redis-server is not installed (apt-get install redis-server)")
-    server = RedisServer().start()
-    yield server
-    server.stop()
+    yield from running_redis()
 
 
 @pytest.fixture

@@ -6,6 +6,9 @@ from __future__ import annotations
 import shutil
 import subprocess
 import time
+from collections.abc import Iterator
+
+import pytest
 
 from tests.support.gateway_proc import free_port
 
@@ -49,3 +52,15 @@ class RedisServer:
             self.proc.terminate()  # by its PID: only the server this test started
             self.proc.wait(10)
         self.proc = None
+
+
+def running_redis() -> Iterator[RedisServer]:
+    """A fixture body: a fresh redis-server on loopback for the fixture's scope (the test is
+    skipped when redis-server is not installed; `make test` installs it)."""
+    if REDIS_SERVER is None:
+        pytest.skip("redis-server is not installed (apt-get install redis-server)")
+    server = RedisServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
