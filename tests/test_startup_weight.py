@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 from tests.support.gateway_proc import REPO
 
 PROBE = """
 import sys
+from pathlib import Path
 from gateway.app import create_app
 from gateway.config import load_config
 from gateway.settings import Settings
@@ -29,3 +31,30 @@ def test_demo_gateway_does_not_import_litellm_and_counts_tokens_offline() -> Non
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+GC_PROBE = """
+import asyncio, gc
+from gateway.cli import main
+assert main(["migrate"]) == 0
+from gateway.app import create_app
+gc.disable()  # as `gateway serve` starts: no collector passes over the start-up objects
+app = create_app()
+async def serve():
+    async with app.router.lifespan_context(app):
+        print(gc.isenabled(), gc.get_freeze_count() > 0)
+asyncio.run(serve())
+"""
+
+
+def test_the_collector_is_back_on_once_the_app_has_started(tmp_path: Path) -> None:
+    """`gateway serve` turns the garbage collector off while it starts; the app's start-up
+    must turn it on again (after freezing the start-up objects), or cyclic garbage would
+    never be freed."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+    env.update(GATEWAY_DATABASE_URL=f"sqlite:///{tmp_path}/gc.db", GATEWAY_PRELOAD="false",
+               GATEWAY_CONFIG=str(REPO / "gateway.yaml"))
+    out = subprocess.run([sys.executable, "-c", GC_PROBE], env=env, cwd=tmp_path,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split()[-2:] == ["True", "True"], out.stdout
